@@ -1,0 +1,171 @@
+"""From propagated layouts to prunable groups.
+
+Rules:
+
+1. *Units*: elements merged by unions (connected components) are one unit: removing
+   a unit removes every element in it, in every tensor that carries one.
+2. *Groups*: units produced by the same source, or merged with units of another
+   source, form one group (the unit of scoring, planning and reporting).
+3. A unit is blocked when any of its elements is; its group records the reason.
+   A group all of whose units are blocked is not prunable.
+4. Equal-blocks constraints are translated to unit indices local to their group;
+   a constraint spanning several groups, or one in which a unit falls in two
+   blocks, blocks its units instead.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Group", "Analysis", "build_groups"]
+
+import dataclasses
+import fnmatch
+
+import numpy as np
+import onnx_ir as ir
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from onnxprune.analysis.context import AnalysisContext, Source
+
+
+@dataclasses.dataclass
+class Group:
+    index: int
+    units: np.ndarray
+    sources: list[Source]
+    members: list[str]
+    blocked: np.ndarray
+    reasons: list[str]
+    constraints: list[list[np.ndarray]]
+
+    @property
+    def size(self) -> int:
+        return len(self.units)
+
+    @property
+    def prunable(self) -> bool:
+        return not bool(self.blocked.all())
+
+    @property
+    def name(self) -> str:
+        first = self.sources[0]
+        more = f" (+{len(self.sources) - 1} coupled)" if len(self.sources) > 1 else ""
+        return f"{first.node}{more}"
+
+
+@dataclasses.dataclass
+class Analysis:
+    model: ir.Model
+    ctx: AnalysisContext
+    element_unit: np.ndarray
+    unit_group: np.ndarray
+    unit_local: np.ndarray
+    groups: list[Group]
+
+    @property
+    def num_units(self) -> int:
+        return len(self.unit_group)
+
+    @property
+    def prunable_groups(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+    def group_of(self, unit: int) -> Group:
+        return self.groups[int(self.unit_group[unit])]
+
+    def removed_elements(self, removed_units: np.ndarray) -> np.ndarray:
+        """Per-element removal mask with one extra ``False`` slot that ids ``-1`` index."""
+        return np.append(removed_units[self.element_unit], False)
+
+    def ignore(self, patterns: list[str] | tuple[str, ...]) -> None:
+        """Block every group touching a node or initializer matching a glob pattern."""
+        for group in self.groups:
+            names = [s.node for s in group.sources] + group.members
+            hits = [p for p in patterns if any(fnmatch.fnmatchcase(n, p) for n in names)]
+            if hits:
+                group.blocked[:] = True
+                group.reasons.append(f"ignored by --ignore {hits[0]}")
+
+
+def _components(n: int, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if pairs:
+        rows = np.concatenate([a for a, _ in pairs])
+        cols = np.concatenate([b for _, b in pairs])
+    else:
+        rows = cols = np.zeros(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels.astype(np.int64)
+
+
+def build_groups(ctx: AnalysisContext) -> Analysis:
+    """Apply rules 1-4 to the collected context."""
+    element_unit = _components(ctx.num_elements, ctx.unions)
+    num_units = int(element_unit.max()) + 1 if ctx.num_elements else 0
+    source_pairs = []
+    for source in ctx.sources:
+        units = element_unit[source.start:source.start + source.size]
+        source_pairs.append((np.full_like(units, units[0]), units))
+    unit_group = _components(num_units, source_pairs)
+    groups, unit_local, unit_group = _make_groups(ctx, element_unit, unit_group, num_units)
+    analysis = Analysis(ctx.model, ctx, element_unit, unit_group, unit_local, groups)
+    _apply_blocks(analysis)
+    _apply_constraints(analysis)
+    return analysis
+
+
+def _make_groups(ctx, element_unit, unit_group, num_units):
+    unit_local = np.full(num_units, -1, dtype=np.int64)
+    order: dict[int, list[int]] = {}
+    sources: dict[int, list[Source]] = {}
+    for source in ctx.sources:
+        units = element_unit[source.start:source.start + source.size]
+        gid = int(unit_group[units[0]])
+        sources.setdefault(gid, []).append(source)
+        bucket = order.setdefault(gid, [])
+        for unit in units:
+            if unit_local[unit] < 0:
+                unit_local[unit] = len(bucket)
+                bucket.append(int(unit))
+    members: dict[int, set[str]] = {}
+    for coupling in ctx.couplings:
+        ids = coupling.ids[coupling.ids >= 0]
+        for gid in np.unique(unit_group[element_unit[ids]]):
+            members.setdefault(int(gid), set()).add(coupling.label)
+    groups = []
+    group_of_unit = np.zeros(num_units, dtype=np.int64)
+    for gid in sorted(order, key=lambda g: sources[g][0].start):
+        units = np.array(order[gid], dtype=np.int64)
+        group_of_unit[units] = len(groups)
+        groups.append(Group(len(groups), units, sources[gid], sorted(members.get(gid, ())),
+                            np.zeros(len(units), dtype=bool), [], []))
+    return groups, unit_local, group_of_unit
+
+
+def _apply_blocks(analysis: Analysis) -> None:
+    for ids, reason in analysis.ctx.blocks:
+        units = np.unique(analysis.element_unit[ids])
+        for unit in units:
+            group = analysis.group_of(unit)
+            group.blocked[analysis.unit_local[unit]] = True
+            if reason not in group.reasons:
+                group.reasons.append(reason)
+
+
+def _apply_constraints(analysis: Analysis) -> None:
+    for constraint in analysis.ctx.constraints:
+        blocks = [analysis.element_unit[b[b >= 0]] for b in constraint.blocks]
+        every = np.concatenate(blocks)
+        gids = {int(analysis.unit_group[u]) for u in every}
+        if len(gids) != 1 or len(np.unique(every)) != len(every) or any(len(b) == 0 for b in blocks):
+            for unit in np.unique(every):
+                group = analysis.group_of(unit)
+                group.blocked[analysis.unit_local[unit]] = True
+                reason = f"{constraint.reason} and its channels span several groups"
+                if reason not in group.reasons:
+                    group.reasons.append(reason)
+            continue
+        group = analysis.group_of(every[0])
+        group.constraints.append([analysis.unit_local[b] for b in blocks])

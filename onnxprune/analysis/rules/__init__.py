@@ -1,0 +1,7 @@
+"""Per-op rules; importing this package registers them all."""
+
+from __future__ import annotations
+
+from onnxprune.analysis.rules import conv, elementwise, linear, norm, pooling, shape_ops
+
+__all__ = ["conv", "elementwise", "linear", "norm", "pooling", "shape_ops"]

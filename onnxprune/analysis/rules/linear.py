@@ -1,0 +1,97 @@
+"""Gemm and MatMul with constant weights (linear layers).
+
+Cases for ``Y = A @ B (+ C)`` with B a constant initializer:
+
+1. A's layout on its reduction axis (K): coupled to B's K axis (Flatten->Linear
+   arrives here with each channel repeated H*W times).
+2. A's layout on a row/batch axis (MatMul only): passes through to the output;
+   the output features are then not made a source.
+3. Otherwise the output features are a new source, coupled to B's N axis and to a
+   bias C (Gemm) that has N entries on its last axis.
+4. B not constant (activation x activation, e.g. attention scores): the layouts
+   reaching the op are blocked.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GemmRule", "MatMulRule"]
+
+import onnx_ir as ir
+
+from onnxprune.analysis.context import AnalysisContext, describe
+from onnxprune.analysis.registry import OpRule, register
+from onnxprune.analysis.rules.common import attr_int
+
+
+def _couple_k(node: ir.Node, ctx: AnalysisContext, layout, k_axis_b: int, k: int) -> None:
+    if len(layout) != k:
+        ctx.block(layout.ids, f"{describe(node)}: input has {len(layout)} features, "
+                              f"weight expects {k}")
+    else:
+        ctx.couple(node, 1, k_axis_b, layout.ids, role="in")
+
+
+@register("Gemm")
+class GemmRule(OpRule):
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
+        a, b = node.inputs[0], node.inputs[1]
+        layout = ctx.layout(a)
+        if not ctx.is_param(b):
+            ctx.block_inputs(node, f"{describe(node)}: weight B is not a constant initializer")
+            return
+        trans_a, trans_b = attr_int(node, "transA", 0), attr_int(node, "transB", 0)
+        k_axis_b, n_axis_b = (1, 0) if trans_b else (0, 1)
+        k, n = b.const_value.shape[k_axis_b], b.const_value.shape[n_axis_b]
+        if layout is not None:
+            if layout.axis == (0 if trans_a else 1):
+                _couple_k(node, ctx, layout, k_axis_b, k)
+            else:
+                ctx.block(layout.ids, f"{describe(node)}: channels on the row axis of A")
+        ids = ctx.new_source(node, node.outputs[0], 1, n, "Gemm output")
+        ctx.couple(node, 1, n_axis_b, ids, role="out")
+        self._couple_bias(node, ctx, ids, n)
+
+    @staticmethod
+    def _couple_bias(node, ctx, ids, n) -> None:
+        if len(node.inputs) < 3 or node.inputs[2] is None:
+            return
+        c = node.inputs[2]
+        shape = ctx.shape(c)
+        if not ctx.is_param(c) or shape is None:
+            ctx.block(ids, f"{describe(node)}: bias C is not a constant")
+        elif shape and shape[-1] == n and n > 1:
+            ctx.couple(node, 2, len(shape) - 1, ids, role="bias")
+
+    def macs(self, node, ctx) -> float:
+        k_axis = 0 if attr_int(node, "transA", 0) else 1
+        return ctx.numel_kept(node.outputs[0]) * ctx.kept_count(node.inputs[0], axis=k_axis)
+
+
+@register("MatMul")
+class MatMulRule(OpRule):
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
+        a, b = node.inputs[0], node.inputs[1]
+        layout = ctx.layout(a)
+        rank_a = ctx.rank(a)
+        if not ctx.is_param(b) or len(b.const_value.shape) != 2 or rank_a is None:
+            ctx.block_inputs(node, f"{describe(node)}: needs a constant 2-D weight "
+                                   "as second input")
+            return
+        k, n = b.const_value.shape
+        out = node.outputs[0]
+        if layout is not None and rank_a >= 2 and layout.axis < rank_a - 1:
+            ctx.set_layout(out, layout.axis + (ctx.rank(out) or rank_a) - rank_a, layout.ids)
+            return
+        if layout is not None:
+            _couple_k(node, ctx, layout, 0, k)
+        if rank_a == 1:
+            return
+        ids = ctx.new_source(node, out, (ctx.rank(out) or rank_a) - 1, n, "MatMul output")
+        ctx.couple(node, 1, 1, ids, role="out")
+
+    def macs(self, node, ctx) -> float:
+        b = node.inputs[1]
+        if b is None or b.const_value is None or len(b.const_value.shape) != 2:
+            return 0.0
+        rank_a = len(ctx.shape(node.inputs[0]) or (1,))
+        return ctx.numel_kept(node.outputs[0]) * ctx.kept_count(node.inputs[0], axis=rank_a - 1)

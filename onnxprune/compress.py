@@ -1,0 +1,150 @@
+"""One-shot structural compression: load -> analyze -> score -> plan -> rewrite -> verify -> save.
+
+This is the Python API behind ``onnxprune compress``. It never writes over its
+input, writes the output atomically and only after every check passed.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CompressOptions", "CompressResult", "compress", "analyze_file", "default_output"]
+
+import dataclasses
+import logging
+import os
+import pathlib
+import time
+
+import onnx_ir as ir
+
+from onnxprune import __version__
+from onnxprune.analysis import Analysis, analyze
+from onnxprune.errors import UnsupportedModelError
+from onnxprune.graph import load_model, save_model
+from onnxprune.importance import score_units
+from onnxprune.planning import CostModel, PlanOptions, make_plan
+from onnxprune.reporting import group_rows, layer_rows
+from onnxprune.rewrite import apply_plan, channel_masks
+from onnxprune.rewrite.verify import verify
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressOptions:
+    target: float
+    metric: str = "params"
+    criterion: str = "l1"
+    scope: str = "global"
+    round_to: int = 1
+    min_keep: float = 0.1
+    ignore: tuple[str, ...] = ()
+    seed: int = 0
+    verify_equivalence: bool = True
+
+    def plan_options(self) -> PlanOptions:
+        return PlanOptions(self.target, self.metric, self.scope, self.round_to, self.min_keep)
+
+
+@dataclasses.dataclass
+class CompressResult:
+    input: str
+    output: str | None
+    options: dict
+    achieved: float
+    params_before: int
+    params_after: int
+    macs_before: float
+    macs_after: float
+    size_before: int
+    size_after: int | None
+    layers: list[dict]
+    groups: list[dict]
+    verification: dict | None
+    seconds: float
+    notes: list[str]
+    version: str = __version__
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def default_output(model: str | os.PathLike[str]) -> pathlib.Path:
+    path = pathlib.Path(model)
+    return path.with_name(path.stem + ".pruned.onnx")
+
+
+def analyze_file(model: str | os.PathLike[str], ignore: tuple[str, ...] = ()) -> dict:
+    """Analyze a model file; return groups and totals as plain data."""
+    loaded = load_model(model)
+    analysis = analyze(loaded.model)
+    analysis.ignore(ignore)
+    cost = CostModel(analysis)
+    return {
+        "model": str(model),
+        "opset": loaded.opset,
+        "params": cost.original.params,
+        "macs": cost.original.macs,
+        "groups": group_rows(analysis, cost),
+        "notes": loaded.notes,
+        "version": __version__,
+    }
+
+
+def _prepare(model: str | os.PathLike[str], options: CompressOptions) -> tuple:
+    options.plan_options().validate()
+    loaded = load_model(model)
+    original = ir.serde.serialize_model(loaded.model)
+    analysis = analyze(loaded.model)
+    analysis.ignore(options.ignore)
+    if not analysis.prunable_groups:
+        reasons = sorted({r for g in analysis.groups for r in g.reasons})[:3]
+        raise UnsupportedModelError(
+            f"{model}: no prunable channel group" + (f" ({'; '.join(reasons)})" if reasons else ""))
+    return loaded, original, analysis
+
+
+def compress(model: str | os.PathLike[str], target: float | None = None, *,
+             output: str | os.PathLike[str] | None = None,
+             options: CompressOptions | None = None, write: bool = True,
+             **kwargs) -> CompressResult:
+    """Prune ``model`` to remove ``target`` of the metric; write ``output``.
+
+    Options come as a :class:`CompressOptions` or as keyword arguments of the same
+    names (``metric``, ``criterion``, ``scope``, ``round_to``, ...).
+    """
+    started = time.perf_counter()
+    if options is None:
+        options = CompressOptions(target=target, **kwargs)
+    loaded, original, analysis = _prepare(model, options)
+    cost = CostModel(analysis)
+    scores = score_units(analysis, options.criterion, options.seed)
+    plan = make_plan(analysis, scores, options.plan_options())
+    groups = group_rows(analysis, cost)
+    for row in groups:
+        row["kept"] = plan.kept.get(row["index"], row["channels"])
+    after = cost.evaluate(plan.removed_units)
+    layers = layer_rows(analysis, plan.removed_units)
+    masks = channel_masks(analysis, plan.removed_units) if options.verify_equivalence else None
+    apply_plan(analysis, plan.removed_units)
+    pruned = ir.serde.serialize_model(analysis.model)
+    check = verify(original, pruned, masks, seed=options.seed)
+    out_path = None
+    size_after = None
+    if write:
+        out_path = save_model(analysis.model, output or default_output(model), source=model,
+                              external_data=loaded.external_data or None)
+        size_after = out_path.stat().st_size
+    return CompressResult(
+        input=str(model), output=str(out_path) if out_path else None,
+        options=dataclasses.asdict(options), achieved=round(plan.achieved, 6),
+        params_before=cost.original.params, params_after=after.params,
+        macs_before=cost.original.macs, macs_after=after.macs,
+        size_before=loaded.file_size, size_after=size_after,
+        layers=layers, groups=groups, verification=check.to_dict(),
+        seconds=round(time.perf_counter() - started, 3), notes=loaded.notes,
+    )
+
+
+def analysis_of(model: str | os.PathLike[str]) -> Analysis:
+    """Load and analyze a model file (for callers that want the raw analysis)."""
+    return analyze(load_model(model).model)

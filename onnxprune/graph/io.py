@@ -1,0 +1,217 @@
+"""Load and save ONNX models safely.
+
+Rules:
+
+1. ``load_model`` accepts any ONNX file, with or without external data, opset 11
+   or newer. Every failure is an :class:`InvalidModelError` or
+   :class:`UnsupportedModelError` naming the file and what to do.
+2. Weights stored as ``Constant`` nodes or as ``Identity`` of an initializer are
+   normalised into plain initializers so later layers see one form only.
+3. ``save_model`` never overwrites its source, writes to a temporary file in the
+   destination folder and renames it into place, so a failed or interrupted
+   write leaves no partial file. Models whose weights exceed ``EXTERNAL_DATA_BYTES``
+   (or that came with external data) are saved with an external data file beside
+   them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LoadedModel", "load_model", "save_model", "EXTERNAL_DATA_BYTES", "MIN_OPSET"]
+
+import contextlib
+import dataclasses
+import errno
+import logging
+import os
+import pathlib
+import tempfile
+
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveInitializersFromInputsPass
+
+from onnxprune.errors import InvalidModelError, OutputError, UnsupportedModelError
+
+logger = logging.getLogger(__name__)
+
+MIN_OPSET = 11
+EXTERNAL_DATA_BYTES = 1_800_000_000
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model in editable form plus facts about where it came from."""
+
+    model: ir.Model
+    path: pathlib.Path | None
+    file_size: int
+    external_data: bool
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def opset(self) -> int:
+        return default_opset(self.model)
+
+
+def default_opset(model: ir.Model) -> int:
+    """Opset version of the default ONNX domain (``""`` or ``ai.onnx``)."""
+    imports = model.opset_imports
+    return int(imports.get("", imports.get("ai.onnx", 0)))
+
+
+def _check_path(path: pathlib.Path) -> None:
+    if not path.exists():
+        raise InvalidModelError(f"{path}: no such file")
+    if path.is_dir():
+        raise InvalidModelError(f"{path}: is a directory, expected an .onnx file")
+    if path.stat().st_size == 0:
+        raise InvalidModelError(f"{path}: file is empty")
+
+
+def _parse(path: pathlib.Path) -> onnx.ModelProto:
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise InvalidModelError(
+            f"{path}: not a readable ONNX model ({type(exc).__name__}); "
+            "is the file truncated or of another format?"
+        ) from exc
+    if not proto.HasField("graph") or (not proto.graph.node and not proto.graph.output):
+        raise InvalidModelError(f"{path}: the protobuf holds no ONNX graph")
+    return proto
+
+
+def _check_external_data(proto: onnx.ModelProto, base: pathlib.Path) -> bool:
+    """Return whether the model uses external data; raise if a data file is missing or short."""
+    used = False
+    for tensor in onnx.external_data_helper._get_all_tensors(proto):  # noqa: SLF001
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        used = True
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = base / info.get("location", "")
+        if not location.is_file():
+            raise InvalidModelError(
+                f"external data file {location} for tensor '{tensor.name}' is missing; "
+                "keep the .data file next to the model"
+            )
+        need = int(info.get("offset", 0)) + int(info.get("length", 0))
+        if location.stat().st_size < need:
+            raise InvalidModelError(
+                f"external data file {location} is too short for tensor '{tensor.name}' "
+                f"(needs {need} bytes, has {location.stat().st_size})"
+            )
+    return used
+
+
+def _lift_identity_of_initializers(model: ir.Model) -> int:
+    """Replace ``y = Identity(initializer)`` by the initializer itself.
+
+    Cases: 1. ``y`` is no graph output: every use of ``y`` now reads the
+    initializer and the node is removed. 2. ``y`` is a graph output: kept.
+    """
+    graph = model.graph
+    count = 0
+    for node in list(graph):
+        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx"):
+            continue
+        source = node.inputs[0]
+        if source is None or not source.is_initializer() or node.outputs[0].is_graph_output():
+            continue
+        node.outputs[0].replace_all_uses_with(source)
+        graph.remove(node, safe=True)
+        count += 1
+    return count
+
+
+def normalize(model: ir.Model) -> list[str]:
+    """Bring weights into one form (initializers); return notes on what changed."""
+    notes = []
+    RemoveInitializersFromInputsPass()(model)
+    result = LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    if result.modified:
+        notes.append("Constant nodes were turned into initializers")
+    lifted = _lift_identity_of_initializers(model)
+    if lifted:
+        notes.append(f"{lifted} Identity node(s) of initializers were folded")
+    return notes
+
+
+def load_model(path: str | os.PathLike[str]) -> LoadedModel:
+    """Load, validate and normalise an ONNX model file (see module docstring)."""
+    path = pathlib.Path(path)
+    _check_path(path)
+    proto = _parse(path)
+    external = _check_external_data(proto, path.parent)
+    model = _proto_to_ir(proto, path)
+    opset = default_opset(model)
+    if opset < MIN_OPSET:
+        raise UnsupportedModelError(
+            f"{path}: opset {opset} is below {MIN_OPSET}; convert it first, e.g. "
+            f"onnx.version_converter.convert_version(model, {MIN_OPSET})"
+        )
+    notes = normalize(model)
+    return LoadedModel(model, path, path.stat().st_size, external, notes)
+
+
+def _proto_to_ir(proto: onnx.ModelProto, path: pathlib.Path) -> ir.Model:
+    try:
+        return model_from_proto(proto, path.parent)
+    except Exception as exc:
+        raise InvalidModelError(f"{path}: the ONNX graph is malformed: {exc}") from exc
+
+
+def model_from_proto(proto: onnx.ModelProto, base_dir: str | os.PathLike[str] = "") -> ir.Model:
+    """Deserialize an in-memory proto (external data resolved relative to ``base_dir``)."""
+    model = ir.serde.deserialize_model(proto)
+    if base_dir:
+        ir.external_data.set_base_dir(model.graph, base_dir)
+    return model
+
+
+def weight_bytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value)
+
+
+def save_model(
+    model: ir.Model,
+    out: str | os.PathLike[str],
+    *,
+    source: str | os.PathLike[str] | None = None,
+    external_data: bool | None = None,
+) -> pathlib.Path:
+    """Write ``model`` to ``out`` atomically (see module docstring, rule 3)."""
+    out = pathlib.Path(out)
+    if source is not None and _same_file(out, pathlib.Path(source)):
+        raise OutputError(f"{out}: output path equals the input model; choose another -o path")
+    if not out.parent.is_dir():
+        raise OutputError(f"{out.parent}: output folder does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise OutputError(f"{out.parent}: output folder is not writable")
+    if external_data is None:
+        external_data = weight_bytes(model) > EXTERNAL_DATA_BYTES
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".onnxprune-") as tmp:
+        staged = pathlib.Path(tmp) / out.name
+        data_name = out.name + ".data" if external_data else None
+        try:
+            ir.save(model, staged, external_data=data_name)
+        except OSError as exc:
+            raise _output_error(out, exc) from exc
+        if data_name:
+            os.replace(pathlib.Path(tmp) / data_name, out.parent / data_name)
+        os.replace(staged, out)
+    logger.info("wrote %s", out)
+    return out
+
+
+def _output_error(out: pathlib.Path, exc: OSError) -> OutputError:
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"{out}: disk full while writing; nothing was written")
+    return OutputError(f"{out}: could not write ({exc.strerror or exc}); nothing was written")
+
+
+def _same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
+    with contextlib.suppress(OSError):
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()

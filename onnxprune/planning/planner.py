@@ -1,0 +1,212 @@
+"""Choose the units to remove.
+
+Rules:
+
+1. ``target`` is the fraction of ``metric`` (``params`` or ``flops``, i.e. MACs)
+   to remove from the whole model.
+2. Scores are normalised per group (divided by the mean score of the group's
+   prunable units) so groups of different magnitude compare.
+3. A group keeps at least its floor: ``min_keep`` (fraction if < 1, else a count),
+   at least one channel, and its blocked units. ``round_to`` makes every kept count
+   a multiple of N (a group too small for that stays whole). Grouped-conv groups
+   keep the same count in every block.
+4. ``scope="global"``: one threshold over all normalised scores; each group
+   removes its units scoring below it (as far as rule 3 allows).
+   ``scope="uniform"``: the same ratio removed from every group.
+   The smallest threshold/ratio that reaches the target wins (binary search).
+5. A target above what rule 3 allows raises :class:`UnreachableTargetError`
+   stating the maximum reachable value.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PlanOptions", "Plan", "make_plan", "GroupOptions"]
+
+import dataclasses
+import math
+
+import numpy as np
+
+from onnxprune.analysis.groups import Analysis, Group
+from onnxprune.errors import UnreachableTargetError, UsageError
+from onnxprune.planning.cost import CostModel
+
+METRICS = ("params", "flops")
+SCOPES = ("global", "uniform")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanOptions:
+    target: float
+    metric: str = "params"
+    scope: str = "global"
+    round_to: int = 1
+    min_keep: float = 0.1
+
+    def validate(self) -> None:
+        if not 0.0 < self.target < 1.0:
+            raise UsageError(f"--target must be in (0, 1), got {self.target}")
+        if self.metric not in METRICS:
+            raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric}")
+        if self.scope not in SCOPES:
+            raise UsageError(f"--scope must be one of {', '.join(SCOPES)}, got {self.scope}")
+        if self.round_to < 1:
+            raise UsageError(f"--round-to must be >= 1, got {self.round_to}")
+        if self.min_keep < 0:
+            raise UsageError(f"--min-keep must be >= 0, got {self.min_keep}")
+
+
+@dataclasses.dataclass
+class GroupOptions:
+    """Feasible removal counts of one group and how to pick the units for each."""
+
+    group: Group
+    order: np.ndarray            # local unit indices, least important first (prunable only)
+    counts: list[int]            # feasible numbers of removed units, ascending, starting at 0
+    blocks: list[np.ndarray] | None = None  # per-block orders for grouped convs
+
+    def removed(self, count: int) -> np.ndarray:
+        """Local indices removed when ``count`` units go."""
+        if count == 0:
+            return np.zeros(0, dtype=np.int64)
+        if self.blocks is None:
+            return self.order[:count]
+        per_block = count // len(self.blocks)
+        return np.concatenate([b[:per_block] for b in self.blocks])
+
+
+@dataclasses.dataclass
+class Plan:
+    removed_units: np.ndarray
+    achieved: float
+    metric: str
+    kept: dict[int, int]     # group index -> kept units
+    maximum: float
+
+
+def _floor(group: Group, options: PlanOptions) -> int:
+    keep = math.ceil(options.min_keep * group.size) if options.min_keep < 1 else int(options.min_keep)
+    return max(1, keep, int(group.blocked.sum()))
+
+
+def _group_options(group: Group, scores: np.ndarray, options: PlanOptions) -> GroupOptions:
+    prunable = np.flatnonzero(~group.blocked)
+    order = prunable[np.argsort(scores[prunable], kind="stable")]
+    floor = _floor(group, options)
+    if group.constraints:
+        return _blocked_options(group, scores, options, floor)
+    counts = [r for r in range(len(order) + 1)
+              if group.size - r >= floor and _round_ok(group.size - r, group.size, options)]
+    return GroupOptions(group, order, counts or [0])
+
+
+def _round_ok(kept: int, size: int, options: PlanOptions) -> bool:
+    return kept == size or kept % options.round_to == 0
+
+
+def _blocked_options(group: Group, scores, options, floor) -> GroupOptions:
+    partition = max(group.constraints, key=len)
+    blocks = []
+    for block in partition:
+        free = block[~group.blocked[block]]
+        blocks.append(free[np.argsort(scores[free], kind="stable")])
+    n = len(partition)
+    size = len(partition[0])
+    limit = min(len(b) for b in blocks)
+    counts = []
+    for per_block in range(limit + 1):
+        removed = np.concatenate([b[:per_block] for b in blocks])
+        kept = group.size - n * per_block
+        if kept >= floor and _round_ok(kept, group.size, options) and all(
+            _equal_loss(c, removed) for c in group.constraints
+        ):
+            counts.append(n * per_block)
+    del size
+    return GroupOptions(group, np.zeros(0, dtype=np.int64), counts or [0], blocks)
+
+
+def _equal_loss(partition: list[np.ndarray], removed: np.ndarray) -> bool:
+    losses = {int(np.isin(block, removed).sum()) for block in partition}
+    return len(losses) == 1
+
+
+def _normalise(group: Group, scores: np.ndarray) -> np.ndarray:
+    local = scores[group.units].astype(np.float64)
+    prunable = local[~group.blocked]
+    mean = float(prunable.mean()) if prunable.size else 0.0
+    return local / mean if mean > 0 else local
+
+
+class _Searcher:
+    def __init__(self, analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> None:
+        self.analysis = analysis
+        self.options = options
+        self.cost = CostModel(analysis)
+        self.groups = [
+            (_group_options(g, _normalise(g, scores), options), _normalise(g, scores))
+            for g in analysis.prunable_groups
+        ]
+
+    def removal(self, counts: list[int]) -> np.ndarray:
+        removed = np.zeros(self.analysis.num_units, dtype=bool)
+        for (opts, _), count in zip(self.groups, counts):
+            removed[opts.group.units[opts.removed(count)]] = True
+        return removed
+
+    @staticmethod
+    def snap(opts: GroupOptions, wanted: int) -> int:
+        feasible = [c for c in opts.counts if c <= wanted]
+        return feasible[-1] if feasible else 0
+
+    def counts_at(self, knob: float) -> list[int]:
+        counts = []
+        for opts, norm in self.groups:
+            if self.options.scope == "global":
+                wanted = int((norm[opts.order] < knob).sum()) if opts.blocks is None else \
+                    int(sum((norm[b] < knob).sum() for b in opts.blocks))
+            else:
+                wanted = int(math.floor(knob * opts.group.size + 1e-9))
+            counts.append(self.snap(opts, wanted))
+        return counts
+
+    def achieved(self, counts: list[int]) -> float:
+        return self.cost.reduction(self.removal(counts), self.options.metric)
+
+    def knobs(self) -> np.ndarray:
+        if self.options.scope == "uniform":
+            sizes = sorted({opts.group.size for opts, _ in self.groups})
+            ratios = {k / s for s in sizes for k in range(s + 1)}
+            return np.array(sorted(ratios) + [1.0 + 1e-6])
+        values = np.concatenate([norm[~opts.group.blocked] for opts, norm in self.groups]
+                                or [np.zeros(0)])
+        uniq = np.unique(values)
+        return np.append(np.nextafter(uniq, np.inf), np.inf)
+
+
+def make_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> Plan:
+    """Pick the removed units (see module docstring)."""
+    options.validate()
+    search = _Searcher(analysis, scores, options)
+    maximum_counts = [opts.counts[-1] for opts, _ in search.groups]
+    maximum = search.achieved(maximum_counts)
+    if maximum + 1e-9 < options.target:
+        raise UnreachableTargetError(
+            f"target {options.target:.3f} of {options.metric} is unreachable: at most "
+            f"{maximum:.3f} can be removed with min_keep={options.min_keep}, "
+            f"round_to={options.round_to} (lower --min-keep/--round-to or the target)",
+            maximum,
+        )
+    knobs = search.knobs()
+    lo, hi = 0, len(knobs) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if search.achieved(search.counts_at(knobs[mid])) + 1e-12 >= options.target:
+            hi = mid
+        else:
+            lo = mid + 1
+    counts = search.counts_at(knobs[lo])
+    if search.achieved(counts) + 1e-12 < options.target:
+        counts = maximum_counts
+    removed = search.removal(counts)
+    kept = {opts.group.index: opts.group.size - c for (opts, _), c in zip(search.groups, counts)}
+    return Plan(removed, search.achieved(counts), options.metric, kept, maximum)
