@@ -34,7 +34,8 @@ stderr = Console(stderr=True, soft_wrap=True)
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
 
 
 def _guard(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,7 +6,7 @@ input, writes the output atomically and only after every check passed.
 
 from __future__ import annotations
 
-__all__ = ["CompressOptions", "CompressResult", "compress", "analyze_file", "default_output"]
+__all__ = ["CompressOptions", "CompressResult", "analyze_file", "compress", "default_output"]
 
 import dataclasses
 import logging
@@ -127,7 +127,8 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     masks = channel_masks(analysis, plan.removed_units) if options.verify_equivalence else None
     apply_plan(analysis, plan.removed_units)
     pruned = ir.serde.serialize_model(analysis.model)
-    check = verify(original, pruned, masks, seed=options.seed)
+    check = verify(original, pruned, masks, seed=options.seed,
+                   original_path=str(loaded.path) if loaded.path else None)
     out_path = None
     size_after = None
     if write:

@@ -9,16 +9,16 @@ exits with the class's ``exit_code``; it never shows a traceback for these.
 from __future__ import annotations
 
 __all__ = [
-    "ExitCode",
-    "OnnxPruneError",
-    "UsageError",
-    "InvalidModelError",
-    "UnsupportedModelError",
-    "UnreachableTargetError",
     "DataError",
-    "RuntimeMissingError",
-    "VerificationError",
+    "ExitCode",
+    "InvalidModelError",
+    "OnnxPruneError",
     "OutputError",
+    "RuntimeMissingError",
+    "UnreachableTargetError",
+    "UnsupportedModelError",
+    "UsageError",
+    "VerificationError",
 ]
 
 import enum

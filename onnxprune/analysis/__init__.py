@@ -5,4 +5,4 @@ from __future__ import annotations
 from onnxprune.analysis.analyze import analyze
 from onnxprune.analysis.groups import Analysis, Group
 
-__all__ = ["analyze", "Analysis", "Group"]
+__all__ = ["Analysis", "Group", "analyze"]

@@ -18,7 +18,7 @@ Vocabulary:
 
 from __future__ import annotations
 
-__all__ = ["Layout", "Source", "Coupling", "EqualBlocks", "AnalysisContext"]
+__all__ = ["AnalysisContext", "Coupling", "EqualBlocks", "Layout", "Source"]
 
 import dataclasses
 

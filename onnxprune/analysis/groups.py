@@ -15,7 +15,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["Group", "Analysis", "build_groups"]
+__all__ = ["Analysis", "Group", "build_groups"]
 
 import dataclasses
 import fnmatch
@@ -159,7 +159,8 @@ def _apply_constraints(analysis: Analysis) -> None:
         blocks = [analysis.element_unit[b[b >= 0]] for b in constraint.blocks]
         every = np.concatenate(blocks)
         gids = {int(analysis.unit_group[u]) for u in every}
-        if len(gids) != 1 or len(np.unique(every)) != len(every) or any(len(b) == 0 for b in blocks):
+        consistent = len(gids) == 1 and len(np.unique(every)) == len(every)
+        if not consistent or any(len(b) == 0 for b in blocks):
             for unit in np.unique(every):
                 group = analysis.group_of(unit)
                 group.blocked[analysis.unit_local[unit]] = True

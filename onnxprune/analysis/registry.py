@@ -15,7 +15,7 @@ layout that reaches it, with the reason "no rule for op X" (never a crash).
 
 from __future__ import annotations
 
-__all__ = ["OpRule", "register", "lookup", "registered_ops"]
+__all__ = ["OpRule", "lookup", "register", "registered_ops"]
 
 import dataclasses
 from collections.abc import Callable

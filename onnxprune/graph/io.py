@@ -16,7 +16,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["LoadedModel", "load_model", "save_model", "EXTERNAL_DATA_BYTES", "MIN_OPSET"]
+__all__ = ["EXTERNAL_DATA_BYTES", "MIN_OPSET", "LoadedModel", "load_model", "save_model"]
 
 import contextlib
 import dataclasses
@@ -84,7 +84,7 @@ def _parse(path: pathlib.Path) -> onnx.ModelProto:
 def _check_external_data(proto: onnx.ModelProto, base: pathlib.Path) -> bool:
     """Return whether the model uses external data; raise if a data file is missing or short."""
     used = False
-    for tensor in onnx.external_data_helper._get_all_tensors(proto):  # noqa: SLF001
+    for tensor in onnx.external_data_helper._get_all_tensors(proto):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         used = True

@@ -12,13 +12,13 @@ Rules:
 from __future__ import annotations
 
 __all__ = [
-    "import_ort",
-    "to_runtime_proto",
-    "make_session",
-    "dummy_inputs",
-    "run",
-    "probe_shapes",
     "RUNTIME_LIMITS",
+    "dummy_inputs",
+    "import_ort",
+    "make_session",
+    "probe_shapes",
+    "run",
+    "to_runtime_proto",
 ]
 
 import logging
@@ -81,18 +81,20 @@ def to_runtime_proto(model: ir.Model | onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def make_session(model: ir.Model | onnx.ModelProto, providers: list[str] | None = None,
-                 threads: int | None = None) -> Any:
+def make_session(model: ir.Model | onnx.ModelProto | str, providers: list[str] | None = None,
+                 threads: int | None = None, optimize: bool = True) -> Any:
+    """An inference session; ``optimize=False`` keeps only basic graph optimizations
+    (faster to create, used by one-off checks)."""
     ort = import_ort()
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    proto = to_runtime_proto(model)
-    return ort.InferenceSession(
-        proto.SerializeToString(), options, providers=providers or ["CPUExecutionProvider"]
-    )
+    source = model if isinstance(model, str) else to_runtime_proto(model).SerializeToString()
+    return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
 
 
 _ORT_TYPES = {

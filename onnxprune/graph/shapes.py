@@ -14,7 +14,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["infer_shapes", "dims", "static_numel"]
+__all__ = ["dims", "infer_shapes", "static_numel"]
 
 import logging
 import math

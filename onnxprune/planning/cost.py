@@ -10,7 +10,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["Cost", "CostModel", "CostContext"]
+__all__ = ["Cost", "CostContext", "CostModel"]
 
 import dataclasses
 import math

@@ -13,16 +13,20 @@ Rules:
 4. ``scope="global"``: one threshold over all normalised scores; each group
    removes its units scoring below it (as far as rule 3 allows).
    ``scope="uniform"``: the same ratio removed from every group.
-   The smallest threshold/ratio that reaches the target wins (binary search).
+   The smallest threshold/ratio that reaches the target wins (binary search); then
+   single feasible steps refine it, and when the model has at most
+   ``EXACT_SEARCH_LIMIT`` combinations of per-group counts, all are tried and the
+   one overshooting the target least is taken.
 5. A target above what rule 3 allows raises :class:`UnreachableTargetError`
    stating the maximum reachable value.
 """
 
 from __future__ import annotations
 
-__all__ = ["PlanOptions", "Plan", "make_plan", "GroupOptions"]
+__all__ = ["GroupOptions", "Plan", "PlanOptions", "make_plan"]
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -32,6 +36,7 @@ from onnxprune.errors import UnreachableTargetError, UsageError
 from onnxprune.planning.cost import CostModel
 
 METRICS = ("params", "flops")
+EXACT_SEARCH_LIMIT = 512  # combinations of per-group counts searched exhaustively
 SCOPES = ("global", "uniform")
 
 
@@ -85,7 +90,10 @@ class Plan:
 
 
 def _floor(group: Group, options: PlanOptions) -> int:
-    keep = math.ceil(options.min_keep * group.size) if options.min_keep < 1 else int(options.min_keep)
+    if options.min_keep < 1:
+        keep = math.ceil(options.min_keep * group.size)
+    else:
+        keep = int(options.min_keep)
     return max(1, keep, int(group.blocked.sum()))
 
 
@@ -165,12 +173,51 @@ class _Searcher:
                 wanted = int((norm[opts.order] < knob).sum()) if opts.blocks is None else \
                     int(sum((norm[b] < knob).sum() for b in opts.blocks))
             else:
-                wanted = int(math.floor(knob * opts.group.size + 1e-9))
+                wanted = math.floor(knob * opts.group.size + 1e-9)
             counts.append(self.snap(opts, wanted))
         return counts
 
     def achieved(self, counts: list[int]) -> float:
         return self.cost.reduction(self.removal(counts), self.options.metric)
+
+    def refine(self, counts: list[int], target: float) -> list[int]:
+        """From a plan just short of the target, take single feasible steps.
+
+        Each round tries the next feasible count of every group; if some step reaches
+        the target, the one overshooting least wins and the search ends; otherwise the
+        step whose next unit scores lowest is taken. This lands closer to the target
+        than the threshold alone when groups are coarse.
+        """
+        counts = list(counts)
+        while self.achieved(counts) + 1e-12 < target:
+            steps = []
+            for i, (opts, norm) in enumerate(self.groups):
+                nxt = [c for c in opts.counts if c > counts[i]]
+                if not nxt:
+                    continue
+                trial = counts[:i] + [nxt[0]] + counts[i + 1:]
+                units = opts.removed(nxt[0])
+                score = float(norm[units].max()) if len(units) else 0.0
+                steps.append((self.achieved(trial), score, trial))
+            if not steps:
+                return counts
+            reaching = [s for s in steps if s[0] + 1e-12 >= target]
+            if reaching:
+                return min(reaching, key=lambda s: (s[0], s[1]))[2]
+            counts = min(steps, key=lambda s: s[1])[2]
+        return counts
+
+    def space(self) -> int:
+        return math.prod(len(opts.counts) for opts, _ in self.groups)
+
+    def exact(self, target: float, fallback: list[int]) -> list[int]:
+        """Smallest overshoot over every combination of feasible counts (small models)."""
+        best, best_value = fallback, self.achieved(fallback)
+        for combo in itertools.product(*(opts.counts for opts, _ in self.groups)):
+            value = self.achieved(list(combo))
+            if target - 1e-12 <= value < best_value - 1e-12:
+                best, best_value = list(combo), value
+        return best
 
     def knobs(self) -> np.ndarray:
         if self.options.scope == "uniform":
@@ -204,9 +251,10 @@ def make_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> P
             hi = mid
         else:
             lo = mid + 1
-    counts = search.counts_at(knobs[lo])
-    if search.achieved(counts) + 1e-12 < options.target:
-        counts = maximum_counts
+    start = search.counts_at(knobs[lo - 1]) if lo > 0 else [0] * len(search.groups)
+    counts = search.refine(start, options.target)
+    if search.space() <= EXACT_SEARCH_LIMIT:
+        counts = search.exact(options.target, counts)
     removed = search.removal(counts)
     kept = {opts.group.index: opts.group.size - c for (opts, _), c in zip(search.groups, counts)}
     return Plan(removed, search.achieved(counts), options.metric, kept, maximum)

@@ -20,7 +20,8 @@ from onnxprune.analysis.groups import Analysis
 from onnxprune.analysis.keep import KeepView
 
 
-def channel_masks(analysis: Analysis, removed_units: np.ndarray) -> dict[str, tuple[int, int, np.ndarray]]:
+def channel_masks(analysis: Analysis, removed_units: np.ndarray,
+                  ) -> dict[str, tuple[int, int, np.ndarray]]:
     """value name -> (axis, rank, keep mask) for every tracked value that loses positions."""
     view = KeepView(analysis, removed_units)
     masks = {}

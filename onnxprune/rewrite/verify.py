@@ -47,9 +47,20 @@ def _check(proto: onnx.ModelProto) -> None:
         raise VerificationError(f"rewritten model fails onnx.checker: {exc}") from exc
 
 
-def _run(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], what: str) -> tuple[list, list]:
+def _session(proto: onnx.ModelProto | str, what: str):
     try:
-        session = runtime.make_session(proto)
+        return runtime.make_session(proto, optimize=False)
+    except Exception as exc:
+        if isinstance(exc, VerificationError):
+            raise
+        raise VerificationError(f"{what} does not load in ONNX Runtime: {exc}") from exc
+
+
+def _run(proto_or_session, feeds: dict[str, np.ndarray], what: str) -> tuple[list, list]:
+    session = proto_or_session
+    if isinstance(proto_or_session, onnx.ModelProto):
+        session = _session(proto_or_session, what)
+    try:
         return session.get_outputs(), session.run(None, feeds)
     except Exception as exc:
         if isinstance(exc, VerificationError):
@@ -64,12 +75,20 @@ def relative_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 def verify(original: onnx.ModelProto, pruned: onnx.ModelProto, masks: dict | None = None,
            *, seed: int = 0, rtol: float = 1e-4,
-           input_shapes: dict[str, tuple[int, ...]] | None = None) -> Verification:
-    """Apply rules 1-3 and return what was measured."""
+           input_shapes: dict[str, tuple[int, ...]] | None = None,
+           original_path: str | None = None) -> Verification:
+    """Apply rules 1-3 and return what was measured.
+
+    ``original_path`` lets the runtime read the unchanged original from disk instead
+    of serializing it again (used when the file's IR version is readable as is).
+    """
     _check(pruned)
-    session = runtime.make_session(original)
+    source = original
+    if original_path is not None and original.ir_version <= runtime.runtime_limits()[0]:
+        source = original_path
+    session = _session(source, "original model")
     feeds = runtime.dummy_inputs(session, seed=seed, dynamic_dim=2, shapes=input_shapes)
-    ref_args, ref = _run(original, feeds, "original model")
+    ref_args, ref = _run(session, feeds, "original model")
     new_args, new = _run(pruned, feeds, "rewritten model")
     for r_arg, n_arg, r, n in zip(ref_args, new_args, ref, new):
         if (r_arg.name, r_arg.type, np.shape(r)) != (n_arg.name, n_arg.type, np.shape(n)):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["attr_int", "attr_ints", "const_ints", "norm_axis", "channel_first_ok", "axes_arg"]
+__all__ = ["attr_int", "attr_ints", "axes_arg", "channel_first_ok", "const_ints", "norm_axis"]
 
 import numpy as np
 import onnx_ir as ir
@@ -32,7 +32,7 @@ def norm_axis(axis: int, rank: int) -> int:
 
 
 def axes_arg(ctx: AnalysisContext, node: ir.Node, input_index: int,
-             attr_since: int) -> tuple[int, ...] | None | str:
+             attr_since: int) -> tuple[int, ...] | str | None:
     """Axes given as attribute (opset < ``attr_since``) or as constant input.
 
     Returns the axes, ``None`` when not given, or ``"dynamic"`` when given by a

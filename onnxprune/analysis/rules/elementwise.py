@@ -14,7 +14,7 @@ Cases:
 
 from __future__ import annotations
 
-__all__ = ["UNARY_OPS", "BROADCAST_OPS", "UnaryRule", "BroadcastRule"]
+__all__ = ["BROADCAST_OPS", "UNARY_OPS", "BroadcastRule", "UnaryRule"]
 
 import onnx_ir as ir
 

@@ -13,7 +13,7 @@ Cases:
 
 from __future__ import annotations
 
-__all__ = ["PerChannelNormRule", "LayerNormRule", "GroupNormRule", "LpNormRule"]
+__all__ = ["GroupNormRule", "LayerNormRule", "LpNormRule", "PerChannelNormRule"]
 
 import onnx_ir as ir
 

@@ -14,7 +14,7 @@ Cases:
 
 from __future__ import annotations
 
-__all__ = ["PoolRule", "ReduceRule", "SoftmaxRule", "ShapeReaderRule"]
+__all__ = ["PoolRule", "ReduceRule", "ShapeReaderRule", "SoftmaxRule"]
 
 import onnx_ir as ir
 

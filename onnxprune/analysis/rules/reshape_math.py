@@ -36,20 +36,45 @@ def _prefix(shape: tuple[int | None, ...]) -> list[int]:
     return out
 
 
+def _align(in_shape, out_shape, axis: int) -> tuple[int, int, int, int] | None:
+    """Input run ``[i0, i1)`` and output run ``[o0, o1)`` around ``axis`` (prefix products)."""
+    p_in, p_out = _prefix(in_shape), _prefix(out_shape)
+    common = set(p_in) & set(p_out)
+    lows = [b for b in common if b <= p_in[axis] and p_in[axis] % b == 0]
+    highs = [b for b in common if b >= p_in[axis + 1] and b % p_in[axis + 1] == 0]
+    if not lows or not highs:
+        return None
+    b0, b1 = max(lows), min(highs)
+    i0 = max(k for k in range(axis + 1) if p_in[k] == b0)
+    i1 = min((k for k in range(axis + 1, len(p_in)) if p_in[k] == b1), default=None)
+    o0 = max(k for k in range(len(p_out)) if p_out[k] == b0)
+    o1 = min((k for k in range(o0 + 1, len(p_out)) if p_out[k] == b1), default=None)
+    if i1 is None or o1 is None:
+        return None
+    return i0, i1, o0, o1
+
+
+def _align_either_way(in_shape, out_shape, axis):
+    """Align from the front; if symbolic leading dims spoil that, from the back."""
+    found = _align(in_shape, out_shape, axis)
+    if found is not None:
+        return found
+    n, m = len(in_shape), len(out_shape)
+    found = _align(in_shape[::-1], out_shape[::-1], n - 1 - axis)
+    if found is None:
+        return None
+    i0, i1, o0, o1 = found
+    return n - i1, n - i0, m - o1, m - o0
+
+
 def merge_map(in_shape: tuple[int | None, ...], out_shape: tuple[int | None, ...],
               axis: int) -> MergeMap | str:
     """Map channel ``axis`` of ``in_shape`` into ``out_shape`` (see module rule)."""
-    p_in, p_out = _prefix(in_shape), _prefix(out_shape)
-    if p_in[-1] != p_out[-1]:
-        return "input and output element counts differ or are unknown"
-    common = set(p_in) & set(p_out)
-    b0 = max(b for b in common if b <= p_in[axis] and p_in[axis] % b == 0)
-    b1 = min(b for b in common if b >= p_in[axis + 1] and b % p_in[axis + 1] == 0)
-    i0 = max(k for k in range(axis + 1) if p_in[k] == b0)
-    i1 = min(k for k in range(axis + 1, len(p_in)) if p_in[k] == b1)
-    o0 = max(k for k in range(len(p_out)) if p_out[k] == b0)
-    o1 = min((k for k in range(o0 + 1, len(p_out)) if p_out[k] == b1), default=None)
-    if o1 is None or o1 - o0 != 1:
+    found = _align_either_way(tuple(in_shape), tuple(out_shape), axis)
+    if found is None:
+        return "input and output shapes cannot be aligned around the channel axis"
+    i0, i1, o0, o1 = found
+    if o1 - o0 != 1:
         return "splits the channel axis into several axes"
     merged = in_shape[i0:i1]
     if any(d is None for d in merged):

@@ -21,9 +21,20 @@ Cases:
 from __future__ import annotations
 
 __all__ = [
-    "TransposeRule", "SqueezeRule", "UnsqueezeRule", "FlattenRule", "ReshapeRule",
-    "ConcatRule", "SplitRule", "SliceRule", "PadRule", "ResizeRule", "GatherRule",
-    "ExpandRule", "TileRule", "locate_shape_entry",
+    "ConcatRule",
+    "ExpandRule",
+    "FlattenRule",
+    "GatherRule",
+    "PadRule",
+    "ReshapeRule",
+    "ResizeRule",
+    "SliceRule",
+    "SplitRule",
+    "SqueezeRule",
+    "TileRule",
+    "TransposeRule",
+    "UnsqueezeRule",
+    "locate_shape_entry",
 ]
 
 import numpy as np
