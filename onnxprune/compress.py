@@ -12,14 +12,17 @@ import dataclasses
 import logging
 import os
 import pathlib
+import tempfile
 import time
 
+import onnx
 import onnx_ir as ir
 
 from onnxprune import __version__
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.errors import UnsupportedModelError
-from onnxprune.graph import load_model, save_model
+from onnxprune.graph import load_model
+from onnxprune.graph.io import StagedOutput
 from onnxprune.importance import score_units
 from onnxprune.planning import CostModel, PlanOptions, make_plan
 from onnxprune.reporting import group_rows, layer_rows
@@ -94,6 +97,8 @@ def _prepare(model: str | os.PathLike[str], options: CompressOptions) -> tuple:
     options.plan_options().validate()
     loaded = load_model(model)
     original = ir.serde.serialize_model(loaded.model)
+    if loaded.external_data:
+        onnx.load_external_data_for_model(original, str(loaded.path.parent))
     analysis = analyze(loaded.model)
     analysis.ignore(options.ignore)
     if not analysis.prunable_groups:
@@ -126,15 +131,15 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     layers = layer_rows(analysis, plan.removed_units)
     masks = channel_masks(analysis, plan.removed_units) if options.verify_equivalence else None
     apply_plan(analysis, plan.removed_units)
-    pruned = ir.serde.serialize_model(analysis.model)
-    check = verify(original, pruned, masks, seed=options.seed,
-                   original_path=str(loaded.path) if loaded.path else None)
-    out_path = None
-    size_after = None
-    if write:
-        out_path = save_model(analysis.model, output or default_output(model), source=model,
-                              external_data=loaded.external_data or None)
-        size_after = out_path.stat().st_size
+    destination = pathlib.Path(output or default_output(model))
+    if not write:
+        destination = pathlib.Path(tempfile.mkdtemp(prefix="onnxprune-")) / destination.name
+    with StagedOutput(destination, source=model) as staged:
+        staged_path = staged.write(analysis.model, loaded.external_data or None)
+        check = verify(original, str(staged_path), masks, seed=options.seed,
+                       original_path=str(loaded.path) if loaded.path else None)
+        size_after = _file_size(staged_path, staged.data_name)
+        out_path = staged.commit() if write else None
     return CompressResult(
         input=str(model), output=str(out_path) if out_path else None,
         options=dataclasses.asdict(options), achieved=round(plan.achieved, 6),
@@ -144,6 +149,13 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         layers=layers, groups=groups, verification=check.to_dict(),
         seconds=round(time.perf_counter() - started, 3), notes=loaded.notes,
     )
+
+
+def _file_size(path: pathlib.Path, data_name: str | None) -> int:
+    size = path.stat().st_size
+    if data_name:
+        size += (path.parent / data_name).stat().st_size
+    return size
 
 
 def analysis_of(model: str | os.PathLike[str]) -> Analysis:

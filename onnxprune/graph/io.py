@@ -24,6 +24,7 @@ import errno
 import logging
 import os
 import pathlib
+import shutil
 import tempfile
 
 import onnx
@@ -173,6 +174,55 @@ def weight_bytes(model: ir.Model) -> int:
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value)
 
 
+class StagedOutput:
+    """A model written next to its destination, moved into place only on ``commit``.
+
+    Use as a context manager: leaving the block without ``commit`` (an error, a
+    failed check, Ctrl-C) removes the staged files, so no partial output remains.
+    """
+
+    def __init__(self, out: str | os.PathLike[str], *,
+                 source: str | os.PathLike[str] | None = None) -> None:
+        self.out = pathlib.Path(out)
+        if source is not None and _same_file(self.out, pathlib.Path(source)):
+            raise OutputError(f"{self.out}: output path equals the input model; "
+                              "choose another -o path")
+        if not self.out.parent.is_dir():
+            raise OutputError(f"{self.out.parent}: output folder does not exist")
+        if not os.access(self.out.parent, os.W_OK):
+            raise OutputError(f"{self.out.parent}: output folder is not writable")
+        self._tmp = pathlib.Path(tempfile.mkdtemp(dir=self.out.parent, prefix=".onnxprune-"))
+        self.path = self._tmp / self.out.name
+        self.data_name: str | None = None
+
+    def write(self, model: ir.Model, external_data: bool | None = None) -> pathlib.Path:
+        if external_data is None:
+            external_data = weight_bytes(model) > EXTERNAL_DATA_BYTES
+        self.data_name = self.out.name + ".data" if external_data else None
+        try:
+            ir.save(model, self.path, external_data=self.data_name)
+        except OSError as exc:
+            raise _output_error(self.out, exc) from exc
+        return self.path
+
+    def commit(self) -> pathlib.Path:
+        if self.data_name:
+            os.replace(self._tmp / self.data_name, self.out.parent / self.data_name)
+        os.replace(self.path, self.out)
+        self.discard()
+        logger.info("wrote %s", self.out)
+        return self.out
+
+    def discard(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> StagedOutput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
 def save_model(
     model: ir.Model,
     out: str | os.PathLike[str],
@@ -181,27 +231,9 @@ def save_model(
     external_data: bool | None = None,
 ) -> pathlib.Path:
     """Write ``model`` to ``out`` atomically (see module docstring, rule 3)."""
-    out = pathlib.Path(out)
-    if source is not None and _same_file(out, pathlib.Path(source)):
-        raise OutputError(f"{out}: output path equals the input model; choose another -o path")
-    if not out.parent.is_dir():
-        raise OutputError(f"{out.parent}: output folder does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise OutputError(f"{out.parent}: output folder is not writable")
-    if external_data is None:
-        external_data = weight_bytes(model) > EXTERNAL_DATA_BYTES
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".onnxprune-") as tmp:
-        staged = pathlib.Path(tmp) / out.name
-        data_name = out.name + ".data" if external_data else None
-        try:
-            ir.save(model, staged, external_data=data_name)
-        except OSError as exc:
-            raise _output_error(out, exc) from exc
-        if data_name:
-            os.replace(pathlib.Path(tmp) / data_name, out.parent / data_name)
-        os.replace(staged, out)
-    logger.info("wrote %s", out)
-    return out
+    with StagedOutput(out, source=source) as staged:
+        staged.write(model, external_data)
+        return staged.commit()
 
 
 def _output_error(out: pathlib.Path, exc: OSError) -> OutputError:

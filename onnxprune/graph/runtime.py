@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -93,8 +94,19 @@ def make_session(model: ir.Model | onnx.ModelProto | str, providers: list[str] |
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    source = model if isinstance(model, str) else to_runtime_proto(model).SerializeToString()
+    source = _readable_path(model) if isinstance(model, str) else None
+    if source is None:
+        source = to_runtime_proto(model).SerializeToString()
     return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
+
+
+def _readable_path(path: str) -> str | bytes:
+    """The path itself when the runtime reads its IR version, else lowered bytes."""
+    header = onnx.load(path, load_external_data=False)
+    if header.ir_version <= runtime_limits()[0]:
+        return path
+    onnx.load_external_data_for_model(header, os.path.dirname(os.path.abspath(path)))
+    return to_runtime_proto(header).SerializeToString()
 
 
 _ORT_TYPES = {

@@ -207,6 +207,43 @@ class _Searcher:
             counts = min(steps, key=lambda s: s[1])[2]
         return counts
 
+    def _neighbours(self, counts: list[int], i: int, direction: int) -> list[int] | None:
+        feasible = self.groups[i][0].counts
+        position = feasible.index(counts[i]) + direction
+        if not 0 <= position < len(feasible):
+            return None
+        return counts[:i] + [feasible[position]] + counts[i + 1:]
+
+    def polish(self, counts: list[int], target: float, budget: int = 600,
+               slack: float = 0.01) -> list[int]:
+        """Shrink the overshoot: undo single steps, then (while the overshoot exceeds
+        ``slack``) swap a step between two groups, as long as the target stays reached
+        (at most ``budget`` evaluations)."""
+        current = self.achieved(counts)
+        spent = 0
+        while spent < budget:
+            best, best_value = None, current
+            moves = [self._neighbours(counts, i, -1) for i in range(len(counts))]
+            for trial in filter(None, moves):
+                spent += 1
+                value = self.achieved(trial)
+                if target - 1e-12 <= value < best_value - 1e-12:
+                    best, best_value = trial, value
+            if best is None and current - target > slack:
+                for down in filter(None, moves):
+                    for j in range(len(counts)):
+                        trial = self._neighbours(down, j, +1)
+                        if trial is None or spent >= budget:
+                            continue
+                        spent += 1
+                        value = self.achieved(trial)
+                        if target - 1e-12 <= value < best_value - 1e-12:
+                            best, best_value = trial, value
+            if best is None:
+                return counts
+            counts, current = best, best_value
+        return counts
+
     def space(self) -> int:
         return math.prod(len(opts.counts) for opts, _ in self.groups)
 
@@ -255,6 +292,8 @@ def make_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> P
     counts = search.refine(start, options.target)
     if search.space() <= EXACT_SEARCH_LIMIT:
         counts = search.exact(options.target, counts)
+    else:
+        counts = search.polish(counts, options.target)
     removed = search.removal(counts)
     kept = {opts.group.index: opts.group.size - c for (opts, _), c in zip(search.groups, counts)}
     return Plan(removed, search.achieved(counts), options.metric, kept, maximum)

@@ -40,9 +40,9 @@ class Verification:
         return dataclasses.asdict(self)
 
 
-def _check(proto: onnx.ModelProto) -> None:
+def _check(path: str) -> None:
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(path)
     except onnx.checker.ValidationError as exc:
         raise VerificationError(f"rewritten model fails onnx.checker: {exc}") from exc
 
@@ -73,23 +73,21 @@ def relative_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b))) / scale if a.size else 0.0
 
 
-def verify(original: onnx.ModelProto, pruned: onnx.ModelProto, masks: dict | None = None,
+def verify(original: onnx.ModelProto, pruned: str, masks: dict | None = None,
            *, seed: int = 0, rtol: float = 1e-4,
            input_shapes: dict[str, tuple[int, ...]] | None = None,
            original_path: str | None = None) -> Verification:
-    """Apply rules 1-3 and return what was measured.
+    """Apply rules 1-3 to the model file ``pruned`` and return what was measured.
 
-    ``original_path`` lets the runtime read the unchanged original from disk instead
-    of serializing it again (used when the file's IR version is readable as is).
+    ``original`` must hold its weights in memory (for the masked twin);
+    ``original_path`` lets the runtime read the unchanged original from disk
+    instead of serializing it again.
     """
-    _check(pruned)
-    source = original
-    if original_path is not None and original.ir_version <= runtime.runtime_limits()[0]:
-        source = original_path
-    session = _session(source, "original model")
+    _check(str(pruned))
+    session = _session(original_path or original, "original model")
     feeds = runtime.dummy_inputs(session, seed=seed, dynamic_dim=2, shapes=input_shapes)
     ref_args, ref = _run(session, feeds, "original model")
-    new_args, new = _run(pruned, feeds, "rewritten model")
+    new_args, new = _run(_session(str(pruned), "rewritten model"), feeds, "rewritten model")
     for r_arg, n_arg, r, n in zip(ref_args, new_args, ref, new):
         if (r_arg.name, r_arg.type, np.shape(r)) != (n_arg.name, n_arg.type, np.shape(n)):
             raise VerificationError(

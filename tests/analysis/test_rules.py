@@ -312,3 +312,22 @@ def test_graph_output_and_subgraph_reads_block():
     reasons = {g.sources[0].node: g.reasons for g in analysis.groups}
     assert any("graph output" in r for r in reasons["c1"])
     assert any("subgraph" in r for r in reasons["c2"])
+
+
+def test_runtime_chunk_slices_keep_equal_halves():
+    """TorchScript's chunk(2): bounds computed from Shape at run time, never patched."""
+    b = GraphBuilder(opset=17)
+    x = b.input(["N", 3, 8, 8])
+    h = b.conv(x, 3, 16, name="c1")
+    channels = b.op("Gather", [b.op("Shape", [h]), b.ints([1])], axis=0)
+    half = b.op("Div", [b.op("Add", [channels, b.ints([1])]), b.ints([2])])
+    first = b.op("Slice", [h, b.ints([0]), b.op("Mul", [half, b.ints([1])]), b.ints([1])])
+    second = b.op("Slice", [h, b.op("Mul", [half, b.ints([1])]),
+                            b.op("Mul", [half, b.ints([2])]), b.ints([1])])
+    left = b.conv(first, 8, 4, name="l")
+    right = b.conv(second, 8, 4, name="r")
+    b.output(b.op("Add", [left, right]))
+    checked = prune_and_check(b.model(), 0.4)
+    kept = node_input_shape(checked.pruned, "c1", 1)[0]
+    assert kept < 16 and kept % 2 == 0
+    assert node_input_shape(checked.pruned, "l", 1)[1] == kept // 2

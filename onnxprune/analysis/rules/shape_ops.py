@@ -44,6 +44,7 @@ from onnxprune.analysis.context import AnalysisContext, describe
 from onnxprune.analysis.registry import OpRule, register
 from onnxprune.analysis.rules.common import attr_int, attr_ints, axes_arg, const_ints, norm_axis
 from onnxprune.analysis.rules.reshape_math import MergeMap, merge_map, merged_ids
+from onnxprune.analysis.rules.shape_probe import probe_bounds
 
 
 @register("Transpose")
@@ -282,7 +283,8 @@ class SliceRule(OpRule):
             return
         spec = _slice_spec(ctx, node, rank)
         if isinstance(spec, str):
-            ctx.block(layout.ids, f"{describe(node)}: {spec}")
+            if not _runtime_chunk(node, ctx, layout, rank):
+                ctx.block(layout.ids, f"{describe(node)}: {spec}")
             return
         if layout.axis not in spec:
             ctx.pass_through(node)
@@ -308,6 +310,41 @@ class SliceRule(OpRule):
             values = np.array(ctx.const_input(node, index), dtype=np.int64).copy()
             values[position] = new
             ctx.set_const_input(node, index, values)
+
+
+def _runtime_chunk(node: ir.Node, ctx: AnalysisContext, layout, rank: int) -> bool:
+    """Slice bounds computed from the tensor's own shape that behave like ``chunk(n)``.
+
+    The bounds are probed (``shape_probe``) at the real channel count ``C`` and at
+    other multiples of ``n``; if slice ``i`` is always ``[i*C/n, (i+1)*C/n)`` on the
+    channel axis, the output gets that part of the layout and every chunk must keep
+    the same number of channels (equal-blocks constraint). The bounds need no patch.
+    """
+    if len(node.inputs) > 4 and node.inputs[4] is not None:
+        return False
+    axes = const_ints(ctx, node, 3) if len(node.inputs) > 3 and node.inputs[3] else None
+    if axes is None or [norm_axis(a, rank) for a in axes] != [layout.axis]:
+        return False
+    size = len(layout)
+    probes = probe_bounds([node.inputs[1], node.inputs[2]], node.inputs[0],
+                          ctx.shape(node.inputs[0]), layout.axis, [size, 2 * size, 4 * size],
+                          ctx.opset)
+    if probes is None:
+        return False
+    start, stop = (int(np.ravel(v)[0]) for v in probes[0])
+    start, stop, _ = slice(start, stop).indices(size)
+    width = stop - start
+    if width <= 0 or size % width or start % width:
+        return False
+    parts, index = size // width, start // width
+    for scale, (lo, hi) in zip((2, 4), probes[1:]):
+        lo, hi, _ = slice(int(np.ravel(lo)[0]), int(np.ravel(hi)[0])).indices(size * scale)
+        if (lo, hi) != (index * width * scale, (index + 1) * width * scale):
+            return False
+    ctx.equal_blocks(layout.ids, parts, f"{describe(node)} splits channels into {parts} "
+                                        "equal chunks at run time")
+    ctx.set_layout(node.outputs[0], layout.axis, layout.ids[start:stop])
+    return True
 
 
 def _slice_spec(ctx: AnalysisContext, node: ir.Node, rank: int) -> dict | str:
