@@ -24,28 +24,13 @@ from onnxprune.errors import UnsupportedModelError
 from onnxprune.graph import load_model
 from onnxprune.graph.io import StagedOutput
 from onnxprune.importance import score_units
-from onnxprune.planning import CostModel, PlanOptions, make_plan
+from onnxprune.options import CompressOptions, build_options
+from onnxprune.planning import CostModel, make_plan
 from onnxprune.reporting import group_rows, layer_rows
 from onnxprune.rewrite import apply_plan, channel_masks
 from onnxprune.rewrite.verify import verify
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class CompressOptions:
-    target: float
-    metric: str = "params"
-    criterion: str = "l1"
-    scope: str = "global"
-    round_to: int = 1
-    min_keep: float = 0.1
-    ignore: tuple[str, ...] = ()
-    seed: int = 0
-    verify_equivalence: bool = True
-
-    def plan_options(self) -> PlanOptions:
-        return PlanOptions(self.target, self.metric, self.scope, self.round_to, self.min_keep)
 
 
 @dataclasses.dataclass
@@ -94,7 +79,6 @@ def analyze_file(model: str | os.PathLike[str], ignore: tuple[str, ...] = ()) ->
 
 
 def _prepare(model: str | os.PathLike[str], options: CompressOptions) -> tuple:
-    options.plan_options().validate()
     loaded = load_model(model)
     original = ir.serde.serialize_model(loaded.model)
     if loaded.external_data:
@@ -110,16 +94,19 @@ def _prepare(model: str | os.PathLike[str], options: CompressOptions) -> tuple:
 
 def compress(model: str | os.PathLike[str], target: float | None = None, *,
              output: str | os.PathLike[str] | None = None,
-             options: CompressOptions | None = None, write: bool = True,
+             options: CompressOptions | dict | None = None, write: bool = True,
              **kwargs) -> CompressResult:
     """Prune ``model`` to remove ``target`` of the metric; write ``output``.
 
-    Options come as a :class:`CompressOptions` or as keyword arguments of the same
-    names (``metric``, ``criterion``, ``scope``, ``round_to``, ...).
+    Options come as a :class:`CompressOptions`, as a dict with the keys of a recipe
+    file, or as keyword arguments of the same names (``metric``, ``criterion``,
+    ``scope``, ``round_to``, ...).
     """
     started = time.perf_counter()
     if options is None:
-        options = CompressOptions(target=target, **kwargs)
+        options = build_options({"target": target, **kwargs})
+    elif isinstance(options, dict):
+        options = build_options(options)
     loaded, original, analysis = _prepare(model, options)
     cost = CostModel(analysis)
     scores = score_units(analysis, options.criterion, options.seed)
@@ -142,7 +129,7 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         out_path = staged.commit() if write else None
     return CompressResult(
         input=str(model), output=str(out_path) if out_path else None,
-        options=dataclasses.asdict(options), achieved=round(plan.achieved, 6),
+        options=options.model_dump(mode="json"), achieved=round(plan.achieved, 6),
         params_before=cost.original.params, params_after=after.params,
         macs_before=cost.original.macs, macs_after=after.macs,
         size_before=loaded.file_size, size_after=size_after,

@@ -1,0 +1,39 @@
+"""``onnxprune analyze``: every channel group, its cost share, prunable or why not."""
+
+from __future__ import annotations
+
+__all__ = ["command"]
+
+import click
+from rich.table import Table
+
+from onnxprune.cli.common import emit_json, guard, stdout
+
+
+@click.command("analyze")
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--ignore", multiple=True, help="Glob of node/initializer names to keep whole.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@guard
+def command(model: str, ignore: tuple[str, ...], as_json: bool) -> None:
+    """List every channel group of MODEL: members, size, cost share, prunable or why not."""
+    from onnxprune.compress import analyze_file
+
+    report = analyze_file(model, ignore)
+    if as_json:
+        emit_json(report)
+        return
+    table = Table(title=f"{model}: {report['params']:,} params, {report['macs']:,.0f} MACs")
+    for column in ("#", "group", "channels", "params %", "MACs %", "prunable / reason"):
+        table.add_column(column)
+    for row in report["groups"]:
+        status = "yes" if row["prunable"] else "; ".join(row["reasons"][:2])
+        if row["prunable"] and row["prunable_channels"] < row["channels"]:
+            status = f"{row['prunable_channels']} of {row['channels']}"
+        if row["grouped_conv_blocks"]:
+            status += f" (equal loss in {row['grouped_conv_blocks']} blocks)"
+        table.add_row(str(row["index"]), row["name"], str(row["channels"]),
+                      f"{100 * row['params_share']:.1f}", f"{100 * row['macs_share']:.1f}", status)
+    stdout.print(table)
+    prunable = sum(r["prunable"] for r in report["groups"])
+    stdout.print(f"{prunable} of {len(report['groups'])} groups prunable")

@@ -1,0 +1,105 @@
+"""``onnxprune compress``: prune a model to a target, from flags and/or a recipe file."""
+
+from __future__ import annotations
+
+__all__ = ["command"]
+
+from typing import Any
+
+import click
+from click.core import ParameterSource
+from rich.table import Table
+
+from onnxprune.cli.common import emit_json, guard, quiet_status, stdout
+from onnxprune.errors import UsageError
+
+# CLI parameter name -> option key (only where they differ)
+_RENAMED = {"no_equivalence_check": "verify_equivalence"}
+
+
+def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
+    """Options the user typed (flags given on the command line override the recipe)."""
+    given = {}
+    for name in names:
+        if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[name]
+        if name == "no_equivalence_check":
+            value = not value
+        given[_RENAMED.get(name, name)] = value
+    return given
+
+
+@click.command("compress")
+@click.argument("model", type=click.Path(path_type=str), required=False)
+@click.option("--config", "config", type=click.Path(path_type=str),
+              help="Recipe file (.yaml/.yml/.json) with any of these options.")
+@click.option("--target", "-t", type=float, help="Fraction of the metric to remove, e.g. 0.5.")
+@click.option("-o", "--output", type=click.Path(path_type=str),
+              help="Output path (default: <model>.pruned.onnx).")
+@click.option("--metric", type=click.Choice(["params", "flops"]), default="params",
+              show_default=True)
+@click.option("--criterion", type=click.Choice(["l1", "l2", "bn_scale", "fpgm", "random"]),
+              default="l1", show_default=True)
+@click.option("--scope", type=click.Choice(["global", "uniform"]), default="global",
+              show_default=True)
+@click.option("--round-to", type=int, default=1, show_default=True,
+              help="Keep every pruned channel count a multiple of N.")
+@click.option("--min-keep", type=float, default=0.1, show_default=True,
+              help="Per-group floor: fraction (<1) or count (>=1) of channels kept.")
+@click.option("--ignore", multiple=True, help="Glob of node/initializer names to keep whole.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-equivalence-check", is_flag=True,
+              help="Skip the masked-equivalence check (saves one model run).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+@guard
+def command(ctx: click.Context, model: str | None, config: str | None, output: str | None,
+            as_json: bool, **_: Any) -> None:
+    """Remove channels from MODEL until TARGET of the metric is gone; write the result."""
+    from onnxprune.compress import compress
+    from onnxprune.options import build_options, load_recipe, merge_options
+
+    recipe = load_recipe(config) if config else {}
+    names = ["target", "metric", "criterion", "scope", "round_to", "min_keep", "ignore", "seed",
+             "no_equivalence_check"]
+    options = build_options(merge_options(recipe, _explicit(ctx, names)))
+    model = model or recipe.get("model")
+    if not model:
+        raise UsageError("no model given: pass MODEL or set 'model' in the recipe")
+    output = output or recipe.get("output")
+    with quiet_status("pruning...", not as_json):
+        result = compress(model, output=output, options=options)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    _print_summary(result)
+
+
+def _ratio(before: float, after: float) -> str:
+    return f"{after / before:.3f}x" if before else "-"
+
+
+def _print_summary(result: Any) -> None:
+    table = Table(title=f"{result.input} -> {result.output}")
+    for column in ("", "before", "after", "after/before"):
+        table.add_column(column)
+    table.add_row("params", f"{result.params_before:,}", f"{result.params_after:,}",
+                  _ratio(result.params_before, result.params_after))
+    table.add_row("MACs", f"{result.macs_before:,.0f}", f"{result.macs_after:,.0f}",
+                  _ratio(result.macs_before, result.macs_after))
+    table.add_row("file bytes", f"{result.size_before:,}", f"{result.size_after or 0:,}",
+                  _ratio(result.size_before, result.size_after or 0))
+    stdout.print(table)
+    layers = Table(title="channels per layer")
+    for column in ("layer", "kind", "before", "after"):
+        layers.add_column(column)
+    for row in result.layers:
+        if row["before"] != row["after"]:
+            layers.add_row(row["layer"], row["kind"], str(row["before"]), str(row["after"]))
+    stdout.print(layers)
+    check = result.verification or {}
+    diff = check.get("max_rel_diff")
+    stdout.print(f"removed {100 * result.achieved:.1f}% of {result.options['metric']}; "
+                 "ONNX Runtime check passed"
+                 + (f"; max deviation from masked original {diff:.1e}" if diff is not None else ""))

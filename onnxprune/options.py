@@ -1,0 +1,96 @@
+"""The options of ``compress``: one schema for the CLI, recipe files and the Python API.
+
+Rules:
+
+1. Every option has a default; unknown keys are errors naming the key and the
+   allowed ones; a wrong value names the key and the allowed values.
+2. A recipe is a YAML or JSON mapping of these keys (``model`` and ``output`` may
+   also be given). CLI flags given explicitly override the recipe.
+3. The effective options are stored in every result/report so a run can be
+   repeated exactly.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CompressOptions", "load_recipe", "merge_options"]
+
+import json
+import pathlib
+from typing import Any, Literal
+
+import pydantic
+
+from onnxprune.errors import UsageError
+
+
+class CompressOptions(pydantic.BaseModel):
+    """Options of one compression run (see the README for each)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    target: float = pydantic.Field(..., gt=0.0, lt=1.0)
+    metric: Literal["params", "flops"] = "params"
+    criterion: Literal["l1", "l2", "bn_scale", "fpgm", "random"] = "l1"
+    scope: Literal["global", "uniform"] = "global"
+    round_to: int = pydantic.Field(1, ge=1)
+    min_keep: float = pydantic.Field(0.1, ge=0.0)
+    ignore: tuple[str, ...] = ()
+    seed: int = 0
+    verify_equivalence: bool = True
+
+    def plan_options(self):
+        from onnxprune.planning import PlanOptions
+
+        return PlanOptions(self.target, self.metric, self.scope, self.round_to, self.min_keep)
+
+
+RECIPE_EXTRA_KEYS = ("model", "output")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "recipe"
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join([*CompressOptions.model_fields, *RECIPE_EXTRA_KEYS])
+        return f"unknown option '{key}' (allowed: {allowed})"
+    if error["type"] == "missing":
+        return f"option '{key}' is required"
+    return f"option '{key}': {error['msg']} (got {error.get('input')!r})"
+
+
+def build_options(values: dict[str, Any]) -> CompressOptions:
+    """Validate a mapping into options; errors become :class:`UsageError` (rule 1)."""
+    try:
+        return CompressOptions(**values)
+    except pydantic.ValidationError as exc:
+        raise UsageError("; ".join(_describe(e) for e in exc.errors())) from exc
+
+
+def load_recipe(path: str | pathlib.Path) -> dict[str, Any]:
+    """Read a YAML or JSON recipe into a plain mapping (rule 2)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: recipe file not found")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        raise UsageError(f"{path}: cannot parse recipe: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a recipe must be a mapping of option names to values")
+    return data
+
+
+def merge_options(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Recipe values, then explicitly given overrides on top (rule 2)."""
+    merged = {k: v for k, v in recipe.items() if k not in RECIPE_EXTRA_KEYS}
+    merged.update(overrides)
+    if "ignore" in merged and isinstance(merged["ignore"], str):
+        merged["ignore"] = (merged["ignore"],)
+    return merged
