@@ -14,6 +14,8 @@ Vocabulary:
 - A *block* marks elements that must not be removed, with the reason.
 - An *equal-blocks constraint* (grouped conv) says each of several element sets
   must lose the same number of channels.
+- A *non-empty set* (a source's channels, a Split/Slice part) must keep at least one
+  of its channels: no layer is left with zero-sized tensors.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class AnalysisContext:
         self.couplings: list[Coupling] = []
         self.blocks: list[tuple[np.ndarray, str]] = []
         self.constraints: list[EqualBlocks] = []
+        self.nonempty: list[np.ndarray] = []
         self.subgraph_captures: set[ir.Value] = set()
 
     # -- reading ---------------------------------------------------------------
@@ -116,6 +119,7 @@ class AnalysisContext:
         self.sources.append(Source(node.name or node.op_type, value.name or "", kind, start, size))
         ids = np.arange(start, start + size, dtype=np.int64)
         self.set_layout(value, axis, ids)
+        self.require_nonempty(ids)
         return ids
 
     def set_layout(self, value: ir.Value, axis: int, ids: np.ndarray) -> None:
@@ -164,6 +168,13 @@ class AnalysisContext:
 
     def equal_blocks(self, ids: np.ndarray, count: int, reason: str) -> None:
         self.constraints.append(EqualBlocks(tuple(np.split(np.asarray(ids), count)), reason))
+
+    def require_nonempty(self, ids: np.ndarray) -> None:
+        """At least one of these positions must survive (a Split/Slice part: an empty
+        tensor would leave its consumers with zero-sized inputs)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids >= 0).all():
+            self.nonempty.append(ids)
 
     def pass_through(self, node: ir.Node, source: int = 0, output: int = 0) -> None:
         layout = self.layout(node.inputs[source])

@@ -8,7 +8,8 @@ Rules:
    source, form one group (the unit of scoring, planning and reporting).
 3. A unit is blocked when any of its elements is; its group records the reason.
    A group all of whose units are blocked is not prunable.
-4. Equal-blocks constraints are translated to unit indices local to their group;
+4. Non-empty sets (Split/Slice parts) are handed to the group of their first unit.
+5. Equal-blocks constraints are translated to unit indices local to their group;
    a constraint spanning several groups, or one in which a unit falls in two
    blocks, blocks its units instead.
 """
@@ -37,6 +38,7 @@ class Group:
     blocked: np.ndarray
     reasons: list[str]
     constraints: list[list[np.ndarray]]
+    nonempty: list[np.ndarray] = dataclasses.field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -113,6 +115,7 @@ def build_groups(ctx: AnalysisContext) -> Analysis:
     analysis = Analysis(ctx.model, ctx, element_unit, unit_group, unit_local, groups)
     _apply_blocks(analysis)
     _apply_constraints(analysis)
+    _apply_nonempty(analysis)
     return analysis
 
 
@@ -152,6 +155,15 @@ def _apply_blocks(analysis: Analysis) -> None:
             group.blocked[analysis.unit_local[unit]] = True
             if reason not in group.reasons:
                 group.reasons.append(reason)
+
+
+def _apply_nonempty(analysis: Analysis) -> None:
+    """Each non-empty set is kept by the group of its first unit (one kept unit suffices)."""
+    for ids in analysis.ctx.nonempty:
+        units = np.unique(analysis.element_unit[ids])
+        group = analysis.group_of(units[0])
+        local = analysis.unit_local[units[analysis.unit_group[units] == group.index]]
+        group.nonempty.append(local)
 
 
 def _apply_constraints(analysis: Analysis) -> None:

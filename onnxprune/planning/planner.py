@@ -6,15 +6,15 @@ Rules:
    to remove from the whole model.
 2. Scores are normalised per group (divided by the mean score of the group's
    prunable units) so groups of different magnitude compare.
-3. A group keeps at least its floor: ``min_keep`` (fraction if < 1, else a count),
+3. A group keeps at least its floor, one unit of every Split/Slice part, ``min_keep`` (fraction if < 1, else a count),
    at least one channel, and its blocked units. ``round_to`` makes every kept count
    a multiple of N (a group too small for that stays whole). Grouped-conv groups
    keep the same count in every block.
 4. ``scope="global"``: one threshold over all normalised scores; each group
    removes its units scoring below it (as far as rule 3 allows).
    ``scope="uniform"``: the same ratio removed from every group.
-   The smallest threshold/ratio that reaches the target wins (binary search); then
-   single feasible steps refine it, and when the model has at most
+   The smallest threshold/ratio that reaches the target wins (binary search); in
+   global scope single feasible steps then refine it, and when the model has at most
    ``EXACT_SEARCH_LIMIT`` combinations of per-group counts, all are tried and the
    one overshooting the target least is taken.
 5. A target above what rule 3 allows raises :class:`UnreachableTargetError`
@@ -97,8 +97,17 @@ def _floor(group: Group, options: PlanOptions) -> int:
     return max(1, keep, int(group.blocked.sum()))
 
 
+def _protected(group: Group, scores: np.ndarray) -> np.ndarray:
+    """Units kept so every non-empty set (Split/Slice part) keeps one: its best unit."""
+    keep = np.zeros(group.size, dtype=bool)
+    for local in group.nonempty:
+        if not (group.blocked[local] | keep[local]).any():
+            keep[local[np.argmax(scores[local])]] = True
+    return keep
+
+
 def _group_options(group: Group, scores: np.ndarray, options: PlanOptions) -> GroupOptions:
-    prunable = np.flatnonzero(~group.blocked)
+    prunable = np.flatnonzero(~group.blocked & ~_protected(group, scores))
     order = prunable[np.argsort(scores[prunable], kind="stable")]
     floor = _floor(group, options)
     if group.constraints:
@@ -114,9 +123,10 @@ def _round_ok(kept: int, size: int, options: PlanOptions) -> bool:
 
 def _blocked_options(group: Group, scores, options, floor) -> GroupOptions:
     partition = max(group.constraints, key=len)
+    fixed = group.blocked | _protected(group, scores)
     blocks = []
     for block in partition:
-        free = block[~group.blocked[block]]
+        free = block[~fixed[block]]
         blocks.append(free[np.argsort(scores[free], kind="stable")])
     n = len(partition)
     size = len(partition[0])
@@ -288,12 +298,16 @@ def make_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> P
             hi = mid
         else:
             lo = mid + 1
-    start = search.counts_at(knobs[lo - 1]) if lo > 0 else [0] * len(search.groups)
-    counts = search.refine(start, options.target)
-    if search.space() <= EXACT_SEARCH_LIMIT:
-        counts = search.exact(options.target, counts)
-    else:
-        counts = search.polish(counts, options.target)
+    counts = search.counts_at(knobs[lo])
+    if options.scope == "global":
+        start = search.counts_at(knobs[lo - 1]) if lo > 0 else [0] * len(search.groups)
+        counts = search.refine(start, options.target)
+        if search.space() <= EXACT_SEARCH_LIMIT:
+            counts = search.exact(options.target, counts)
+        else:
+            counts = search.polish(counts, options.target)
+    elif search.achieved(counts) + 1e-12 < options.target:
+        counts = maximum_counts
     removed = search.removal(counts)
     kept = {opts.group.index: opts.group.size - c for (opts, _), c in zip(search.groups, counts)}
     return Plan(removed, search.achieved(counts), options.metric, kept, maximum)

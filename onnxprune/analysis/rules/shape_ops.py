@@ -256,6 +256,7 @@ class SplitRule(OpRule):
         offsets = np.cumsum([0, *sizes])
         for out, start, stop in zip(node.outputs, offsets[:-1], offsets[1:]):
             ctx.set_layout(out, axis, layout.ids[start:stop])
+            ctx.require_nonempty(layout.ids[start:stop])
 
     def patch(self, node, ctx) -> None:
         layout = ctx.layout(node.inputs[0])
@@ -296,6 +297,7 @@ class SliceRule(OpRule):
         begin, end, _ = slice(start, stop, step).indices(len(layout))
         node.meta["onnxprune.slice"] = (begin, end)
         ctx.set_layout(node.outputs[0], layout.axis, layout.ids[begin:max(begin, end)])
+        ctx.require_nonempty(layout.ids[begin:max(begin, end)])
 
     def patch(self, node, ctx) -> None:
         layout = ctx.layout(node.inputs[0])
@@ -344,6 +346,7 @@ def _runtime_chunk(node: ir.Node, ctx: AnalysisContext, layout, rank: int) -> bo
     ctx.equal_blocks(layout.ids, parts, f"{describe(node)} splits channels into {parts} "
                                         "equal chunks at run time")
     ctx.set_layout(node.outputs[0], layout.axis, layout.ids[start:stop])
+    ctx.require_nonempty(layout.ids[start:stop])
     return True
 
 
