@@ -9,6 +9,7 @@ from onnxprune.errors import UnreachableTargetError
 from tests.oracle import prune_and_check
 from tests.property.graphs import conv_graphs, mlp_graphs
 
+
 def _check(model, target, criterion, metric, round_to):
     try:
         prune_and_check(model, target, criterion=criterion, metric=metric, round_to=round_to)
