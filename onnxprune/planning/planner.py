@@ -8,9 +8,9 @@ Rules:
    prunable units) so groups of different magnitude compare.
 3. A group keeps at least its floor: ``min_keep`` (fraction if < 1, else a count),
    at least one channel, its blocked units, and one unit of every non-empty set
-   (each source layer and each Split/Slice part keeps a channel). ``round_to`` makes every kept count
-   a multiple of N (a group too small for that stays whole). Grouped-conv groups
-   keep the same count in every block.
+   (each source layer and each Split/Slice part keeps a channel). ``round_to``
+   makes every kept count a multiple of N (a group too small for that stays
+   whole). Grouped-conv groups keep the same count in every block.
 4. ``scope="global"``: one threshold over all normalised scores; each group
    removes its units scoring below it (as far as rule 3 allows).
    ``scope="uniform"``: the same ratio removed from every group.
