@@ -4,6 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+DEMO_MODEL ?= fixtures/models/resnet_basic.dynamo_keepbn.onnx
 
 .PHONY: demo test lint bench clean
 
@@ -15,11 +16,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	mkdir -p out
-	$(VENV)/bin/onnxprune analyze fixtures/models/resnet_basic.dynamo.onnx
-	$(VENV)/bin/onnxprune compress fixtures/models/resnet_basic.dynamo.onnx --target 0.5 \
-		--round-to 8 -o out/resnet_basic.pruned.onnx --json > out/resnet_basic.report.json
-	$(VENV)/bin/onnxprune compress fixtures/models/resnet_basic.dynamo.onnx --target 0.5 \
-		--round-to 8 -o out/resnet_basic.pruned.onnx
+	$(VENV)/bin/onnxprune analyze $(DEMO_MODEL)
+	$(VENV)/bin/onnxprune compress $(DEMO_MODEL) --target 0.5 --round-to 8 \
+		-o out/demo.pruned.onnx
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check onnxprune tests benchmarks fixtures
