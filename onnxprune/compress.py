@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = ["CompressOptions", "CompressResult", "analyze_file", "compress", "default_output"]
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -22,11 +23,12 @@ from onnxprune import __version__
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.errors import UnsupportedModelError
 from onnxprune.graph import load_model
-from onnxprune.graph.io import StagedOutput
+from onnxprune.graph.io import StagedOutput, check_destination
 from onnxprune.importance import score_units
 from onnxprune.options import CompressOptions, build_options
 from onnxprune.planning import CostModel, make_plan
 from onnxprune.reporting import group_rows, layer_rows
+from onnxprune.reporting.report import report_path, write_report
 from onnxprune.rewrite import apply_plan, channel_masks
 from onnxprune.rewrite.verify import verify
 
@@ -92,21 +94,32 @@ def _prepare(model: str | os.PathLike[str], options: CompressOptions) -> tuple:
     return loaded, original, analysis
 
 
+def _options(target: float | None, options: CompressOptions | dict | None,
+             kwargs: dict) -> CompressOptions:
+    if options is None:
+        return build_options({"target": target, **kwargs})
+    if isinstance(options, dict):
+        return build_options(options)
+    return options
+
+
 def compress(model: str | os.PathLike[str], target: float | None = None, *,
              output: str | os.PathLike[str] | None = None,
              options: CompressOptions | dict | None = None, write: bool = True,
-             **kwargs) -> CompressResult:
+             report: bool = True, **kwargs) -> CompressResult:
     """Prune ``model`` to remove ``target`` of the metric; write ``output``.
 
     Options come as a :class:`CompressOptions`, as a dict with the keys of a recipe
     file, or as keyword arguments of the same names (``metric``, ``criterion``,
-    ``scope``, ``round_to``, ...).
+    ``scope``, ``round_to``, ...). With ``write=False`` nothing is written (the
+    result still describes the verified model). With ``report=True`` the result is
+    also written as ``<output>.report.json``.
     """
     started = time.perf_counter()
-    if options is None:
-        options = build_options({"target": target, **kwargs})
-    elif isinstance(options, dict):
-        options = build_options(options)
+    options = _options(target, options, kwargs)
+    destination = pathlib.Path(output or default_output(model))
+    if write:
+        check_destination(destination, model)
     loaded, original, analysis = _prepare(model, options)
     cost = CostModel(analysis)
     scores = score_units(analysis, options.criterion, options.seed)
@@ -118,16 +131,17 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     layers = layer_rows(analysis, plan.removed_units)
     masks = channel_masks(analysis, plan.removed_units) if options.verify_equivalence else None
     apply_plan(analysis, plan.removed_units)
-    destination = pathlib.Path(output or default_output(model))
-    if not write:
-        destination = pathlib.Path(tempfile.mkdtemp(prefix="onnxprune-")) / destination.name
-    with StagedOutput(destination, source=model) as staged:
+    with contextlib.ExitStack() as stack:
+        if not write:
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="onnxprune-"))
+            destination = pathlib.Path(scratch) / destination.name
+        staged = stack.enter_context(StagedOutput(destination, source=model))
         staged_path = staged.write(analysis.model, loaded.external_data or None)
         check = verify(original, str(staged_path), masks, seed=options.seed,
                        original_path=str(loaded.path) if loaded.path else None)
         size_after = _file_size(staged_path, staged.data_name)
         out_path = staged.commit() if write else None
-    return CompressResult(
+    result = CompressResult(
         input=str(model), output=str(out_path) if out_path else None,
         options=options.model_dump(mode="json"), achieved=round(plan.achieved, 6),
         params_before=cost.original.params, params_after=after.params,
@@ -136,6 +150,9 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         layers=layers, groups=groups, verification=check.to_dict(),
         seconds=round(time.perf_counter() - started, 3), notes=loaded.notes,
     )
+    if write and report:
+        write_report(result.to_dict(), report_path(out_path))
+    return result
 
 
 def _file_size(path: pathlib.Path, data_name: str | None) -> int:

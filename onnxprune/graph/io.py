@@ -174,6 +174,21 @@ def weight_bytes(model: ir.Model) -> int:
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value)
 
 
+def check_destination(out: str | os.PathLike[str],
+                      source: str | os.PathLike[str] | None = None) -> None:
+    """Fail early when ``out`` cannot be written: the input itself, a missing or
+    read-only folder, or an existing directory."""
+    out = pathlib.Path(out)
+    if source is not None and _same_file(out, pathlib.Path(source)):
+        raise OutputError(f"{out}: output path equals the input model; choose another -o path")
+    if out.is_dir():
+        raise OutputError(f"{out}: is a directory; give a file name")
+    if not out.parent.is_dir():
+        raise OutputError(f"{out.parent}: output folder does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise OutputError(f"{out.parent}: output folder is not writable")
+
+
 class StagedOutput:
     """A model written next to its destination, moved into place only on ``commit``.
 
@@ -184,14 +199,11 @@ class StagedOutput:
     def __init__(self, out: str | os.PathLike[str], *,
                  source: str | os.PathLike[str] | None = None) -> None:
         self.out = pathlib.Path(out)
-        if source is not None and _same_file(self.out, pathlib.Path(source)):
-            raise OutputError(f"{self.out}: output path equals the input model; "
-                              "choose another -o path")
-        if not self.out.parent.is_dir():
-            raise OutputError(f"{self.out.parent}: output folder does not exist")
-        if not os.access(self.out.parent, os.W_OK):
-            raise OutputError(f"{self.out.parent}: output folder is not writable")
-        self._tmp = pathlib.Path(tempfile.mkdtemp(dir=self.out.parent, prefix=".onnxprune-"))
+        check_destination(self.out, source)
+        try:
+            self._tmp = pathlib.Path(tempfile.mkdtemp(dir=self.out.parent, prefix=".onnxprune-"))
+        except OSError as exc:
+            raise _output_error(self.out, exc) from exc
         self.path = self._tmp / self.out.name
         self.data_name: str | None = None
 
