@@ -127,3 +127,19 @@ def test_cli_exits_runtime_missing_when_no_requested_provider_exists():
     result = CliRunner().invoke(main, ["bench", model, "--providers", "cuda,tensorrt"])
     assert result.exit_code == ExitCode.RUNTIME_MISSING
     assert "none of the requested execution providers" in result.output
+
+
+def test_cli_json_is_one_document_matching_the_schema():
+    from onnxprune.reporting.schema import validate_benchmark
+
+    models = [str(MODELS / "mlp.dynamo.onnx"), str(MODELS / "mlp.ts.onnx")]
+    result = CliRunner().invoke(main, ["bench", *models, "--providers", "cpu,xnnpack",
+                                       "--batch", "1,3", "--runs", "2", "--warmup", "0",
+                                       "--no-memory", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    validate_benchmark(document)
+    assert [(r["provider"], r["batch"]) for r in document["results"]] == [("cpu", 1), ("cpu", 3)]
+    assert document["results"][1]["models"][0]["input_shapes"] == {"input": [3, 64]}
+    assert document["settings"]["memory_method"] == "not measured"
+    assert document["results"][0]["speedup"][1]["ideal"] == pytest.approx(1.0)

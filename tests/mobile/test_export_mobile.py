@@ -55,6 +55,7 @@ def test_cli_reports_usability_share_and_single_thread_timing(tmp_path):
     cpu = report["benchmark"]["results"][0]
     assert (cpu["provider"], cpu["threads"], cpu["status"]) == ("cpu", 1, "ok")
     assert cpu["models"][0]["latency"]["runs"] == 3
+    assert cpu["models"][0]["peak_memory_mb"] > 0  # fresh-process probe
     xnnpack = next(p for p in report["benchmark"]["providers"] if p["alias"] == "xnnpack")
     assert xnnpack["available"] or "not available in this build" in xnnpack["reason"]
 
