@@ -194,6 +194,9 @@ def _configuration(ort: Any, infos: list[dict], choice: ProviderChoice, threads:
                                                 row["input_shapes"], optimization)["peak_mb"]
         per_model.append(row)
     entry["batch"] = batch_of({k: tuple(v) for k, v in per_model[0]["input_shapes"].items()})
+    if batch is not None and entry["batch"] != batch:
+        entry["note"] = (f"batch {batch} not applied: the model's first input has a fixed "
+                         f"first dimension ({entry['batch']})")
     entry["session_providers"] = list(sessions[0].get_providers())
     if choice.name != CPU:
         placement = node_placement(ort, infos[0]["path"], choice, threads, feeds_list[0],

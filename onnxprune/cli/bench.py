@@ -96,8 +96,9 @@ def _print(report: dict) -> None:
         for name, values in lines:
             table.add_row(name, *values)
         stdout.print(table)
-        if result.get("warning"):
-            stdout.print(f"warning: {result['warning']}", markup=False)
+        for key in ("note", "warning"):
+            if result.get(key):
+                stdout.print(f"{key}: {result[key]}", markup=False)
     for provider in report["providers"]:
         if not provider["available"]:
             stdout.print(f"{provider['alias']}: {provider['reason']}", markup=False)

@@ -109,6 +109,7 @@ class BenchResult(_Open):
     node_placement: dict[str, int] | None = None
     models: list[ModelRun] | None = None
     speedup: list[dict[str, Any] | None] | None = None
+    note: str | None = None
     warning: str | None = None
 
 

@@ -90,3 +90,18 @@ def test_compare_gives_both_models_per_provider_with_speedups(tmp_path):
     assert runs[1]["original"]["input_shapes"] == {"x": [8, 4]}
     assert runs[1]["pruned"]["latency"]["throughput"] == pytest.approx(8 / 0.008)
     assert runs[0]["speedup"] == pytest.approx(1.25)
+
+
+def test_batch_that_cannot_apply_to_a_fixed_first_dimension_is_noted(tmp_path, monkeypatch):
+    import types
+
+    from tests import fake_ort
+
+    a, _ = fake_models(tmp_path)
+    ort = FakeOrt(["CPUExecutionProvider"])
+    fixed = [types.SimpleNamespace(name="x", shape=[2, 4], type="tensor(float)")]
+    monkeypatch.setattr(fake_ort.FakeSession, "get_inputs", lambda self: fixed)
+    report = benchmark([a], batch=[8], runs=1, warmup=0, memory=False, ort=ort,
+                       clock=ort.clock)
+    result = report["results"][0]
+    assert result["batch"] == 2 and "batch 8 not applied" in result["note"]

@@ -96,3 +96,14 @@ def test_page_renders_in_headless_chromium_without_console_errors(full_report, t
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []
     assert f"<title>images:{page.count('<img ')}:broken:0</title>" in proc.stdout
+
+
+def test_missing_matplotlib_is_a_clear_error_and_tables_still_work(full_report, monkeypatch):
+    import sys
+
+    from onnxprune.errors import RuntimeMissingError
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(RuntimeMissingError, match=r"pip install 'onnxprune\[report\]'"):
+        render_html(full_report)
+    assert "<h2>Latency</h2>" in render_html(full_report, plots=False)
