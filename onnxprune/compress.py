@@ -151,8 +151,32 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         seconds=round(time.perf_counter() - started, 3), notes=loaded.notes,
     )
     if write and report:
-        write_report(result.to_dict(), report_path(out_path))
+        document = _report_document(result, options)
+        write_report(document, report_path(out_path))
+        if options.html_report:
+            from onnxprune.reporting.html import write_html
+
+            write_html(document, options.html_report)
     return result
+
+
+def _report_document(result: CompressResult, options: CompressOptions) -> dict:
+    """The report: the result plus per-layer MACs, benchmark and mobile sections."""
+    from onnxprune.reporting.macs import layer_macs
+
+    document = result.to_dict()
+    document["layer_macs"] = layer_macs(result.input, result.output)
+    if options.bench:
+        from onnxprune.benchmark import compare
+
+        logger.info("benchmarking original against pruned (%d runs)", options.bench_runs)
+        document["benchmark"] = compare(result.input, result.output, providers=["cpu"],
+                                        threads=[1], runs=options.bench_runs, warmup=10)
+    if options.mobile:
+        from onnxprune.mobile import export_mobile
+
+        document["mobile"] = export_mobile(result.output, bench=options.bench)
+    return document
 
 
 def _file_size(path: pathlib.Path, data_name: str | None) -> int:

@@ -37,6 +37,11 @@ class CompressOptions(pydantic.BaseModel):
     ignore: tuple[str, ...] = ()
     seed: int = 0
     verify_equivalence: bool = True
+    # what to produce besides the pruned model
+    bench: bool = False
+    bench_runs: int = pydantic.Field(50, ge=1)
+    html_report: str | None = None
+    mobile: bool = False
 
     def plan_options(self):
         from onnxprune.planning import PlanOptions

@@ -51,6 +51,13 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-equivalence-check", is_flag=True,
               help="Skip the masked-equivalence check (saves one model run).")
+@click.option("--bench", is_flag=True,
+              help="Benchmark original vs. pruned (CPU, 1 thread, interleaved) into the report.")
+@click.option("--bench-runs", type=int, default=50, show_default=True)
+@click.option("--report", "html_report", type=click.Path(path_type=str),
+              help="Also write a self-contained HTML report with plots to this path.")
+@click.option("--mobile", is_flag=True,
+              help="Also export the result to ORT format (.ort) with a mobile usability check.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 @guard
@@ -62,7 +69,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
 
     recipe = load_recipe(config) if config else {}
     names = ["target", "metric", "criterion", "scope", "round_to", "min_keep", "ignore", "seed",
-             "no_equivalence_check"]
+             "no_equivalence_check", "bench", "bench_runs", "html_report", "mobile"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:

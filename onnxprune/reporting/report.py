@@ -18,8 +18,7 @@ import pathlib
 import tempfile
 
 from onnxprune.errors import OutputError
-
-SCHEMA_VERSION = 1
+from onnxprune.reporting.schema import REPORT_SCHEMA_VERSION as SCHEMA_VERSION
 
 
 def report_path(model_path: str | os.PathLike[str]) -> pathlib.Path:
@@ -49,6 +48,7 @@ def write_report(result: dict, path: str | os.PathLike[str]) -> pathlib.Path:
         with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp",
                                          delete=False) as handle:
             json.dump(document, handle, indent=2, default=_default)
+        os.chmod(handle.name, 0o644)
         os.replace(handle.name, path)
     except OSError as exc:
         raise OutputError(f"{path}: could not write the report ({exc})") from exc

@@ -146,3 +146,25 @@ def test_seed_makes_random_criterion_deterministic(runner, model, tmp_path):
         assert result.exit_code == 0
         outs.append(digest(out))
     assert outs[0] == outs[1]
+
+
+def test_compress_writes_versioned_report_and_optional_extras(runner, model, tmp_path):
+    from onnxprune.reporting.schema import REPORT_SCHEMA_VERSION, validate_report
+
+    out = tmp_path / "small.onnx"
+    html = tmp_path / "report.html"
+    result = runner.invoke(main, ["compress", str(model), "-t", "0.5", "-o", str(out),
+                                  "--bench", "--bench-runs", "3", "--report", str(html),
+                                  "--mobile"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "small.onnx.report.json").read_text())
+    validate_report(report)
+    assert report["schema_version"] == REPORT_SCHEMA_VERSION
+    assert set(report["versions"]) == {"onnx", "onnxruntime", "onnxprune"}
+    assert report["options"]["bench"] is True
+    cpu = report["benchmark"]["providers"]["cpu"][0]
+    assert cpu["speedup"] > 0 and cpu["ideal_speedup"] > 1
+    assert (tmp_path / "small.ort").exists() and report["mobile"]
+    assert sum(row["before"] for row in report["layer_macs"]) == report["macs_before"]
+    page = html.read_text()
+    assert "<html" in page.lower() and "http://" not in page and "https://" not in page
