@@ -24,6 +24,7 @@ from onnxprune.analysis import Analysis, analyze
 from onnxprune.errors import UnsupportedModelError
 from onnxprune.graph import load_model
 from onnxprune.graph.io import StagedOutput, check_destination
+from onnxprune.graph.validate import check_finite, check_runtime_support
 from onnxprune.importance import score_units
 from onnxprune.options import CompressOptions, build_options
 from onnxprune.planning import CostModel, make_plan
@@ -82,6 +83,8 @@ def analyze_file(model: str | os.PathLike[str], ignore: tuple[str, ...] = ()) ->
 
 def _prepare(model: str | os.PathLike[str], options: CompressOptions) -> tuple:
     loaded = load_model(model)
+    check_finite(loaded.model)
+    loaded.notes.extend(check_runtime_support(loaded.model, loaded.opset))
     original = ir.serde.serialize_model(loaded.model)
     if loaded.external_data:
         onnx.load_external_data_for_model(original, str(loaded.path.parent))

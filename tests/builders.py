@@ -58,8 +58,8 @@ class GraphBuilder:
         return self.op("BatchNormalization", [x, self.positive(c), self.weight(c),
                                               self.weight(c), self.positive(c)])
 
-    def output(self, name: str, dtype=TensorProto.FLOAT) -> None:
-        self.outputs.append(helper.make_tensor_value_info(name, dtype, None))
+    def output(self, name: str, dtype=TensorProto.FLOAT, shape=None) -> None:
+        self.outputs.append(helper.make_tensor_value_info(name, dtype, shape))
 
     def model(self, ir_version: int = 8) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, "test", self.inputs, self.outputs, self.inits)
@@ -68,4 +68,18 @@ class GraphBuilder:
         opsets += [helper.make_opsetid(d, 1) for d in sorted(domains)]
         model = helper.make_model(graph, opset_imports=opsets)
         model.ir_version = ir_version
+        return _with_output_shapes(model)
+
+
+def _with_output_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give graph outputs the types shape inference finds (the checker wants a shape)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # leave the model as built; tests of broken models want that
         return model
+    known = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    for out in model.graph.output:
+        info = known.get(out.name)
+        if info is not None and info.type.tensor_type.HasField("shape"):
+            out.type.CopyFrom(info.type)
+    return model

@@ -69,16 +69,32 @@ def _check_path(path: pathlib.Path) -> None:
         raise InvalidModelError(f"{path}: file is empty")
 
 
+def _other_proto(data: bytes) -> str | None:
+    """Name of another ONNX message type the bytes parse as, if any."""
+    for kind in (onnx.TensorProto, onnx.GraphProto, onnx.NodeProto):
+        message = kind()
+        try:
+            message.ParseFromString(data)
+        except Exception:
+            continue
+        if message.ListFields() and (getattr(message, "name", "") or kind is onnx.NodeProto):
+            return kind.__name__
+    return None
+
+
 def _parse(path: pathlib.Path) -> onnx.ModelProto:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several unrelated types
+        other = _other_proto(path.read_bytes()) if path.stat().st_size < 2**31 else None
+        if other:
+            raise InvalidModelError(f"{path}: holds an ONNX {other}, not a model") from exc
         raise InvalidModelError(
             f"{path}: not a readable ONNX model ({type(exc).__name__}); "
             "is the file truncated or of another format?"
         ) from exc
     if not proto.HasField("graph") or (not proto.graph.node and not proto.graph.output):
-        raise InvalidModelError(f"{path}: the protobuf holds no ONNX graph")
+        raise InvalidModelError(f"{path}: the protobuf holds no ONNX graph; not a model")
     return proto
 
 
@@ -103,6 +119,18 @@ def _check_external_data(proto: onnx.ModelProto, base: pathlib.Path) -> bool:
                 f"(needs {need} bytes, has {location.stat().st_size})"
             )
     return used
+
+
+def _check_structure(path: pathlib.Path) -> None:
+    """onnx.checker on the file (read by the C++ checker, external data included)."""
+    try:
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidModelError(f"{path}: not a valid ONNX model: {first}") from exc
+    except Exception as exc:  # the checker itself failed on a malformed file
+        raise InvalidModelError(f"{path}: not a valid ONNX model ({type(exc).__name__}: "
+                                f"{exc})") from exc
 
 
 def _lift_identity_of_initializers(model: ir.Model) -> int:
@@ -144,14 +172,18 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     _check_path(path)
     proto = _parse(path)
     external = _check_external_data(proto, path.parent)
-    model = _proto_to_ir(proto, path)
-    opset = default_opset(model)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
         raise UnsupportedModelError(
             f"{path}: opset {opset} is below {MIN_OPSET}; convert it first, e.g. "
             f"onnx.version_converter.convert_version(model, {MIN_OPSET})"
         )
-    notes = normalize(model)
+    _check_structure(path)
+    model = _proto_to_ir(proto, path)
+    try:
+        notes = normalize(model)
+    except Exception as exc:  # a malformed graph the checker let through
+        raise InvalidModelError(f"{path}: cannot normalise the graph: {exc}") from exc
     return LoadedModel(model, path, path.stat().st_size, external, notes)
 
 

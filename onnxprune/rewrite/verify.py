@@ -22,7 +22,7 @@ import logging
 import numpy as np
 import onnx
 
-from onnxprune.errors import VerificationError
+from onnxprune.errors import OnnxPruneError, VerificationError
 from onnxprune.graph import runtime
 from onnxprune.rewrite.oracle import masked_model
 
@@ -50,9 +50,9 @@ def _check(path: str) -> None:
 def _session(proto: onnx.ModelProto | str, what: str, optimize: bool = False):
     try:
         return runtime.make_session(proto, optimize=optimize)
+    except OnnxPruneError:
+        raise
     except Exception as exc:
-        if isinstance(exc, VerificationError):
-            raise
         raise VerificationError(f"{what} does not load in ONNX Runtime: {exc}") from exc
 
 
