@@ -8,8 +8,15 @@ Cases for ``Y = A @ B (+ C)`` with B a constant initializer:
    the output features are then not made a source.
 3. Otherwise the output features are a new source, coupled to B's N axis and to a
    bias C (Gemm) that has N entries on its last axis.
-4. B not constant (activation x activation, e.g. attention scores): the layouts
-   reaching the op are blocked.
+4. B not constant (activation x activation, e.g. attention ``Q @ K^T`` and
+   ``P @ V``), with numpy matmul broadcasting:
+   a. layouts on the same batch axis of both inputs (attention heads) are merged
+      and the output keeps that axis's layout; a layout on a batch axis the other
+      input broadcasts (size 1 or absent) passes through;
+   b. layouts on the contracted axis of both inputs are merged (the output then
+      carries none); on one input only they are blocked;
+   c. A's row axis and B's column axis pass to the output's row/column axis;
+   d. layouts that would land on two different output axes are blocked.
 """
 
 from __future__ import annotations
@@ -69,10 +76,15 @@ class GemmRule(OpRule):
 
 @register("MatMul")
 class MatMulRule(OpRule):
+    data_inputs = (0, 1)
+
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         a, b = node.inputs[0], node.inputs[1]
         layout = ctx.layout(a)
         rank_a = ctx.rank(a)
+        if not ctx.is_param(b) and b is not None and not ctx.is_param(a):
+            _activation_matmul(node, ctx)
+            return
         if not ctx.is_param(b) or len(b.const_value.shape) != 2 or rank_a is None:
             ctx.block_inputs(node, f"{describe(node)}: needs a constant 2-D weight "
                                    "as second input")
@@ -91,7 +103,69 @@ class MatMulRule(OpRule):
 
     def macs(self, node, ctx) -> float:
         b = node.inputs[1]
+        if b is not None and b.const_value is None and node.inputs[0].const_value is None:
+            rank_a = ctx.rank(node.inputs[0])
+            if rank_a is None or rank_a < 2 or ctx.shape(node.outputs[0]) is None:
+                return 0.0
+            return ctx.numel_kept(node.outputs[0]) * ctx.kept_count(node.inputs[0],
+                                                                    axis=rank_a - 1)
         if b is None or b.const_value is None or len(b.const_value.shape) != 2:
             return 0.0
         rank_a = len(ctx.shape(node.inputs[0]) or (1,))
         return ctx.numel_kept(node.outputs[0]) * ctx.kept_count(node.inputs[0], axis=rank_a - 1)
+
+
+def _activation_matmul(node: ir.Node, ctx: AnalysisContext) -> None:
+    """Case 4 of the module rule."""
+    a, b = node.inputs[0], node.inputs[1]
+    ranks = ctx.rank(a), ctx.rank(b), ctx.rank(node.outputs[0])
+    tracked = [(i, ctx.layout(v)) for i, v in enumerate((a, b)) if ctx.layout(v) is not None]
+    if not tracked:
+        return
+    if None in ranks or min(ranks[:2]) < 2:
+        ctx.block_inputs(node, f"{describe(node)}: ranks unknown or 1-D operand")
+        return
+    out_rank = ranks[2]
+    contracted, placed = [], []
+    for index, layout in tracked:
+        rank = ranks[index]
+        role = _matmul_role(index, layout.axis, rank)
+        if role == "k":
+            contracted.append(layout.ids)
+        elif role == "batch":
+            placed.append((out_rank - rank + layout.axis, layout.ids, index))
+        else:
+            placed.append((out_rank - 2 if role == "m" else out_rank - 1, layout.ids, index))
+    if len(contracted) == 1:
+        ctx.block(contracted[0], f"{describe(node)} contracts channels with a tensor "
+                                 "whose matching axis is not tracked")
+    elif len(contracted) == 2:
+        ctx.union(contracted[0], contracted[1], f"{describe(node)} contracts channels")
+    if not placed:
+        return
+    axes = {axis for axis, _, _ in placed}
+    if len(axes) > 1:
+        for _, ids, _ in placed:
+            ctx.block(ids, f"{describe(node)}: inputs carry channels on different output axes")
+        return
+    axis, ids, index = placed[0]
+    if len(placed) == 2:
+        ctx.union(ids, placed[1][1], f"{describe(node)} pairs heads of both inputs")
+        ctx.note_units(ids, "attention", 0)
+    elif _matmul_role(index, ctx.layout((a, b)[index]).axis, ranks[index]) == "batch":
+        other = (b, a)[index]
+        shape = ctx.refined_shape(other)
+        local = axis - (out_rank - len(shape)) if shape is not None else -1
+        if shape is None or (local >= 0 and shape[local] != 1):
+            ctx.block(ids, f"{describe(node)}: the other input does not broadcast over "
+                           "the channel axis")
+            return
+    ctx.set_layout(node.outputs[0], axis, ids)
+
+
+def _matmul_role(index: int, axis: int, rank: int) -> str:
+    if axis < rank - 2:
+        return "batch"
+    if index == 0:
+        return "m" if axis == rank - 2 else "k"
+    return "k" if axis == rank - 2 else "n"
