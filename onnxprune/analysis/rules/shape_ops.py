@@ -604,10 +604,18 @@ class TileRule(OpRule):
 
 @register("Gather")
 class GatherRule(OpRule):
+    """Gather on another axis passes the layout (moved by the indices' rank); on the
+    channel axis it blocks. With ``prune_hidden``, a lookup in a 2-D initializer
+    table on axis 0 (an embedding) is a source: its output features are the table's
+    columns."""
+
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
-        if layout is None or rank is None:
+        if layout is None:
+            self._embedding(node, ctx)
+            return
+        if rank is None:
             return
         axis = norm_axis(attr_int(node, "axis", 0), rank)
         index_rank = ctx.rank(node.inputs[1])
@@ -616,3 +624,15 @@ class GatherRule(OpRule):
             return
         new_axis = layout.axis if layout.axis < axis else layout.axis + index_rank - 1
         ctx.set_layout(node.outputs[0], new_axis, layout.ids)
+
+    @staticmethod
+    def _embedding(node: ir.Node, ctx: AnalysisContext) -> None:
+        table = node.inputs[0]
+        out_rank = ctx.rank(node.outputs[0])
+        if not ctx.prune_hidden or not ctx.is_param(table) or out_rank is None:
+            return
+        if len(table.const_value.shape) != 2 or attr_int(node, "axis", 0) != 0:
+            return
+        width = int(table.const_value.shape[1])
+        ids = ctx.new_source(node, node.outputs[0], out_rank - 1, width, "embedding")
+        ctx.couple(node, 0, 1, ids, role="out")
