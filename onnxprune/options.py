@@ -37,6 +37,7 @@ class CompressOptions(pydantic.BaseModel):
     ignore: tuple[str, ...] = ()
     seed: int = 0
     verify_equivalence: bool = True
+    prune_hidden: bool = False
 
     def plan_options(self):
         from onnxprune.planning import PlanOptions

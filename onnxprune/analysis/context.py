@@ -24,6 +24,7 @@ from __future__ import annotations
 
 __all__ = ["AnalysisContext", "Coupling", "EqualBlocks", "Layout", "Source", "UnitNote"]
 
+import ast
 import dataclasses
 
 import numpy as np
@@ -48,6 +49,23 @@ class Source:
     kind: str
     start: int
     size: int
+    scope: str = ""  # module path, e.g. "bert.encoder.layer.0.attention.self.query"
+
+
+def node_scope(node: ir.Node) -> str:
+    """The dotted module path of a node: the dynamo exporter's ``name_scopes``
+    metadata, else the node name without its last component (TorchScript's
+    ``/a/b/MatMul`` gives ``a.b``)."""
+    scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes")
+    if scopes:
+        try:
+            paths = [str(e) for e in ast.literal_eval(scopes) if "." in str(e)]
+        except (ValueError, SyntaxError):
+            paths = []
+        if paths:  # module paths are dotted; the last entries may be fx node names
+            return paths[-1]
+    name = (node.name or "").strip("/")
+    return name.rsplit("/", 1)[0].replace("/", ".") if "/" in name else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +165,8 @@ class AnalysisContext:
                    kind: str) -> np.ndarray:
         start = self.num_elements
         self.num_elements += size
-        self.sources.append(Source(node.name or node.op_type, value.name or "", kind, start, size))
+        self.sources.append(Source(node.name or node.op_type, value.name or "", kind, start, size,
+                                   node_scope(node)))
         ids = np.arange(start, start + size, dtype=np.int64)
         self.set_layout(value, axis, ids)
         return ids

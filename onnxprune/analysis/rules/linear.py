@@ -17,11 +17,12 @@ Cases for ``Y = A @ B (+ C)`` with B a constant initializer:
       carries none); on one input only they are blocked;
    c. A's row axis and B's column axis pass to the output's row/column axis;
    d. layouts that would land on two different output axes are blocked.
+5. com.microsoft Attention/MultiHeadAttention/GroupQueryAttention: a barrier.
 """
 
 from __future__ import annotations
 
-__all__ = ["GemmRule", "MatMulRule"]
+__all__ = ["FusedAttentionRule", "GemmRule", "MatMulRule"]
 
 import onnx_ir as ir
 
@@ -169,3 +170,16 @@ def _matmul_role(index: int, axis: int, rank: int) -> str:
     if index == 0:
         return "m" if axis == rank - 2 else "k"
     return "k" if axis == rank - 2 else "n"
+
+
+@register("Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention",
+          "PackedMultiHeadAttention", domain="com.microsoft")
+class FusedAttentionRule(OpRule):
+    """ONNX Runtime's fused attention ops (com.microsoft) hide the head split in
+    attributes and packed weights: every layout reaching them is blocked."""
+
+    data_inputs = None
+
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
+        ctx.block_inputs(node, f"{describe(node)}: fused com.microsoft attention is a barrier "
+                               "(export without ORT's attention fusion to prune its heads)")
