@@ -237,3 +237,32 @@ def test_attention_graph_has_no_unknown_op_reason():
     """Shape/Gather/Concat chains and Constant nodes leave no 'no rule for op' reason."""
     analysis = analyze(load(mha("concat_heads").model()))
     assert not [r for g in analysis.groups for r in g.reasons if "no rule" in r]
+
+
+def test_split_map_and_minus_one_inference():
+    from onnxprune.analysis.rules.reshape_math import fill_minus_one, split_map
+
+    assert fill_minus_one((None, None, 32), [None, None, -1, 8]) == [None, None, 4, 8]
+    assert fill_minus_one((None, None, 4, 8), [None, None, -1]) == [None, None, 32]
+    # a dynamic entry that merges two dynamic dims: the -1 cannot be inferred
+    assert fill_minus_one((None, None, 32), [None, -1]) == [None, None]
+    split = split_map((None, None, 32), (None, None, 4, 8), 2)
+    assert (split.out_axis, split.heads, split.width) == (2, 4, 8)
+    assert split_map((None, 2, 16), (None, 4, 8), 2) is None  # not the channel axis alone
+
+
+def test_head_width_computed_at_run_time_blocks():
+    """``view(B, T, H, C // H)`` with C read from the shape: after pruning C // H would
+    change the head width, so the split is refused with the reason."""
+    b = GraphBuilder(opset=18)
+    x = b.input(["N", "T", C])
+    q = _project(b, x, H * D, "q")
+    n, t = _dims(b, q)
+    width = b.op("Gather", [b.op("Shape", [q]), b.init(np.int64(2))], axis=0)
+    width = b.op("Unsqueeze", [b.op("Div", [width, b.init(np.int64(H))]), b.ints([0])])
+    heads = b.op("Reshape", [q, b.op("Concat", [n, t, b.ints([H]), width], axis=0)])
+    b.output(b.op("ReduceSum", [heads, b.ints([-1])], keepdims=0))
+    analysis = analyze(load(b.model()))
+    group = next(g for g in analysis.groups if g.sources[0].node == "q")
+    assert not group.prunable
+    assert any("head width is computed at run time" in r for r in group.reasons)

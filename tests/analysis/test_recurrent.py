@@ -99,3 +99,30 @@ def test_initial_state_from_a_graph_input_blocks_the_units():
     group = next(g for g in analysis.groups if g.sources[0].kind == "GRU hidden")
     assert not group.prunable
     assert any("initial state 'h0' is computed at run time" in r for r in group.reasons)
+
+
+def test_oracle_needs_the_recurrence_cut():
+    """Without masking R's input axis, the masked original still feeds removed units'
+    states into kept ones and differs from the pruned model: the R mask is what makes
+    the oracle's equality meaningful here."""
+    import onnx_ir as ir
+
+    from onnxprune.importance import score_units
+    from onnxprune.planning import PlanOptions, make_plan
+    from onnxprune.rewrite import apply_plan, channel_masks, masked_model
+    from tests.oracle import feeds_for, rel_diff, session
+
+    model = load(recurrent("LSTM").model())
+    original = ir.serde.serialize_model(model)
+    analysis = analyze(model)
+    plan = make_plan(analysis, score_units(analysis), PlanOptions(0.3))
+    masks = channel_masks(analysis, plan.removed_units)
+    r_name = next(n.input[2] for n in original.graph.node if n.op_type == "LSTM")
+    assert r_name in masks and masks[r_name][0] == 2
+    uncut = {k: v for k, v in masks.items() if k != r_name}
+    apply_plan(analysis, plan.removed_units)
+    pruned = session(ir.serde.serialize_model(analysis.model))
+    feeds = feeds_for(pruned, 2, 0, {"T": 7})
+    got = pruned.run(None, feeds)[0]
+    assert rel_diff(got, session(masked_model(original, masks)).run(None, feeds)[0]) <= 1e-4
+    assert rel_diff(got, session(masked_model(original, uncut)).run(None, feeds)[0]) > 1e-3

@@ -134,3 +134,14 @@ def test_half_the_params_removes_whole_heads(name):
         widths = {_weight_width(checked.pruned, s.node) for s in group.sources}
         assert all(w % (group.unit_size * kept) == 0 for w in widths)
         assert all(w // group.unit_size in (kept, 3 * kept) for w in widths)
+
+
+def test_hidden_oracle_needs_kept_channel_statistics(monkeypatch):
+    """With the plain masked twin (LayerNorm statistics over all channels, zeros
+    included) the pruned BERT differs clearly: the kept-channel twin is what the
+    1e-4 equality of ``test_prune_hidden_shrinks_bert_width_everywhere`` rests on."""
+    import onnxprune.rewrite.oracle as oracle
+
+    monkeypatch.setattr(oracle, "_kept_channel_norms", lambda model, masks: None)
+    with pytest.raises(AssertionError, match="differs from masked original"):
+        prune_and_check(MODELS / "bert_tiny.ts.onnx", 0.3, int_high=TOKENS, prune_hidden=True)
