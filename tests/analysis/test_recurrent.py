@@ -126,3 +126,18 @@ def test_oracle_needs_the_recurrence_cut():
     got = pruned.run(None, feeds)[0]
     assert rel_diff(got, session(masked_model(original, masks)).run(None, feeds)[0]) <= 1e-4
     assert rel_diff(got, session(masked_model(original, uncut)).run(None, feeds)[0]) > 1e-3
+
+
+def test_lstm_peepholes_are_sliced_per_gate():
+    b = GraphBuilder(opset=18)
+    x = b.input(["T", "N", FEATURES])
+    inputs = [x, b.weight(1, 4 * HID, FEATURES), b.weight(1, 4 * HID, HID),
+              b.weight(1, 8 * HID, scale=0.1), "", "", "", b.weight(1, 3 * HID, scale=0.1)]
+    outs = b.op("LSTM", inputs, n_out=3, name="rnn", hidden_size=HID)
+    y = b.op("Squeeze", [outs[0], b.ints([1])])  # [T, N, H]
+    b.output(b.op("MatMul", [y, b.weight(HID, 5)], name="head"))
+    checked = prune_and_check(b.model(), 0.3, dims=SEQS)
+    kept = checked.plan.kept[checked.analysis.prunable_groups[0].index]
+    assert kept < HID
+    assert node_input_shape(checked.pruned, "rnn", 7) == (1, 3 * kept)
+    assert node_input_shape(checked.pruned, "head", 1) == (kept, 5)

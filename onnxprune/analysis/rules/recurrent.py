@@ -65,9 +65,10 @@ class _RecurrentRule(OpRule):
         if bias is not None:
             ctx.couple(node, 3, 1, np.tile(ids, 2 * self.gates), role="bias")
         if len(node.inputs) > 7 and node.inputs[7] is not None:
-            if not ctx.is_param(node.inputs[7]):
+            if ctx.is_param(node.inputs[7]):
+                ctx.couple(node, 7, 1, np.tile(ids, 3), role="bias")
+            else:
                 ctx.block(ids, f"{describe(node)}: peepholes P are not constant")
-            ctx.couple(node, 7, 1, np.tile(ids, 3), role="bias")
         for out in node.outputs[1:]:
             ctx.set_layout(out, 2, ids)
         ctx.note_units(ids, self.kind, 1)
