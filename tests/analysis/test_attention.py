@@ -266,3 +266,17 @@ def test_head_width_computed_at_run_time_blocks():
     group = next(g for g in analysis.groups if g.sources[0].node == "q")
     assert not group.prunable
     assert any("head width is computed at run time" in r for r in group.reasons)
+
+
+def test_matmul_weight_transposed_in_the_graph():
+    """``x @ Transpose(W)`` with W a torch-style ``[out, in]`` initializer."""
+    b = GraphBuilder(opset=18)
+    x = b.input(["N", "T", C])
+    w1t = b.op("Transpose", [b.weight(32, C)], perm=[1, 0])
+    h = b.op("Relu", [b.op("MatMul", [x, w1t], name="fc1")])
+    w2t = b.op("Transpose", [b.weight(C, 32)], perm=[1, 0], name="t2")
+    b.output(b.op("MatMul", [h, w2t], name="fc2"))
+    checked = prune_and_check(b.model(), 0.3, dims=SEQS)
+    kept = checked.plan.kept[checked.analysis.prunable_groups[0].index]
+    assert kept < 32
+    assert node_input_shape(checked.pruned, "t2", 0) == (C, kept)

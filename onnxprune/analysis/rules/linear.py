@@ -7,7 +7,8 @@ Cases for ``Y = A @ B (+ C)`` with B a constant initializer:
 2. A's layout on a row/batch axis (MatMul only): passes through to the output;
    the output features are then not made a source.
 3. Otherwise the output features are a new source, coupled to B's N axis and to a
-   bias C (Gemm) that has N entries on its last axis.
+   bias C (Gemm) that has N entries on its last axis. MatMul's B may also be
+   ``Transpose(W)`` of a 2-D initializer read only there (W is then sliced).
 4. B not constant (activation x activation, e.g. attention ``Q @ K^T`` and
    ``P @ V``), with numpy matmul broadcasting:
    a. layouts on the same batch axis of both inputs (attention heads) are merged
@@ -28,7 +29,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis.context import AnalysisContext, describe
 from onnxprune.analysis.registry import OpRule, register
-from onnxprune.analysis.rules.common import attr_int
+from onnxprune.analysis.rules.common import attr_int, attr_ints
 
 
 def _couple_k(node: ir.Node, ctx: AnalysisContext, layout, k_axis_b: int, k: int) -> None:
@@ -83,24 +84,31 @@ class MatMulRule(OpRule):
         a, b = node.inputs[0], node.inputs[1]
         layout = ctx.layout(a)
         rank_a = ctx.rank(a)
-        if not ctx.is_param(b) and b is not None and not ctx.is_param(a):
+        weight = _weight(ctx, node)
+        if weight is None and b is not None and not ctx.is_param(a):
             _activation_matmul(node, ctx)
             return
-        if not ctx.is_param(b) or len(b.const_value.shape) != 2 or rank_a is None:
+        if weight is None or rank_a is None:
             ctx.block_inputs(node, f"{describe(node)}: needs a constant 2-D weight "
                                    "as second input")
             return
-        k, n = b.const_value.shape
+        owner, index, k_axis, n_axis = weight
+        shape = owner.inputs[index].const_value.shape
+        k, n = shape[k_axis], shape[n_axis]
         out = node.outputs[0]
         if layout is not None and rank_a >= 2 and layout.axis < rank_a - 1:
             ctx.set_layout(out, layout.axis + (ctx.rank(out) or rank_a) - rank_a, layout.ids)
             return
         if layout is not None:
-            _couple_k(node, ctx, layout, 0, k)
+            if len(layout) != k:
+                ctx.block(layout.ids, f"{describe(node)}: input has {len(layout)} features, "
+                                      f"weight expects {k}")
+            else:
+                ctx.couple(owner, index, k_axis, layout.ids, role="in")
         if rank_a == 1:
             return
         ids = ctx.new_source(node, out, (ctx.rank(out) or rank_a) - 1, n, "MatMul output")
-        ctx.couple(node, 1, 1, ids, role="out")
+        ctx.couple(owner, index, n_axis, ids, role="out")
 
     def macs(self, node, ctx) -> float:
         b = node.inputs[1]
@@ -114,6 +122,27 @@ class MatMulRule(OpRule):
             return 0.0
         rank_a = len(ctx.shape(node.inputs[0]) or (1,))
         return ctx.numel_kept(node.outputs[0]) * ctx.kept_count(node.inputs[0], axis=rank_a - 1)
+
+
+def _weight(ctx: AnalysisContext, node: ir.Node) -> tuple[ir.Node, int, int, int] | None:
+    """Where B's constant lives: ``(node, input, k_axis, n_axis)``.
+
+    B itself (a 2-D initializer), or ``Transpose(W)`` of a 2-D initializer that only
+    this MatMul reads (a torch Linear weight ``[N, K]`` transposed in the graph).
+    """
+    b = node.inputs[1]
+    if b is None:
+        return None
+    if ctx.is_param(b):
+        return (node, 1, 0, 1) if len(b.const_value.shape) == 2 else None
+    producer = b.producer()
+    if producer is None or producer.op_type != "Transpose" or len(b.uses()) != 1:
+        return None
+    w = producer.inputs[0]
+    perm = attr_ints(producer, "perm") or (1, 0)
+    if not ctx.is_param(w) or len(w.const_value.shape) != 2 or tuple(perm) != (1, 0):
+        return None
+    return producer, 0, 1, 0
 
 
 def _activation_matmul(node: ir.Node, ctx: AnalysisContext) -> None:
