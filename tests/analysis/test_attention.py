@@ -280,3 +280,19 @@ def test_matmul_weight_transposed_in_the_graph():
     kept = checked.plan.kept[checked.analysis.prunable_groups[0].index]
     assert kept < 32
     assert node_input_shape(checked.pruned, "t2", 0) == (C, kept)
+
+
+def test_grouped_query_attention_with_tiled_key_value_heads():
+    """``k.repeat(1, 2, 1, 1)``: query head h uses key/value head h % 2."""
+    b = GraphBuilder(opset=18)
+    x = b.input(["N", "T", C])
+    q = _heads(b, _project(b, x, H * D, "q"), "concat_heads")
+    k = _heads(b, _project(b, x, 2 * D, "k"), "concat_heads", heads=2, perm=(0, 2, 3, 1))
+    v = _heads(b, _project(b, x, 2 * D, "v"), "concat_heads", heads=2)
+    k, v = (b.op("Tile", [t, b.ints([1, 2, 1, 1])]) for t in (k, v))
+    b.output(_project(b, _attend(b, q, k, v, "concat_heads"), C, "o", fan_in=H * D))
+    checked = prune_and_check(b.model(), 0.4, dims=SEQS, min_keep=0.5)
+    (group,) = checked.analysis.prunable_groups
+    assert group.size == 2 and checked.plan.kept[group.index] == 1
+    assert node_input_shape(checked.pruned, "q", 1)[1] == 2 * D
+    assert node_input_shape(checked.pruned, "k", 1)[1] == D

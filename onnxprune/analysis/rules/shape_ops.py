@@ -14,8 +14,9 @@ Cases:
    patched. On other axes the layout passes through (a Slice with constant axes
    that exclude the channel axis may have run-time starts/ends, as in RoPE's
    ``rotate_half``).
-5. Pad, Resize/Upsample, Tile, Expand pass the layout through when they leave the
-   channel axis alone; otherwise they block it (Resize/Expand sizes are patched;
+5. Pad, Resize/Upsample, Expand pass the layout through when they leave the
+   channel axis alone; otherwise they block it; Tile repeats the ids (Resize/Expand
+   sizes are patched;
    an Expand target may be a Concat of run-time and constant pieces, as in the
    ``repeat_kv`` of grouped-query attention).
 6. Gather on another axis passes the layout through (moved by the indices' rank);
@@ -591,15 +592,18 @@ class ExpandRule(OpRule):
 
 @register("Tile")
 class TileRule(OpRule):
+    """Constant repeats: the layout's ids repeat ``r`` times on the channel axis (e.g.
+    key/value heads tiled for grouped-query attention); the repeats need no patch."""
+
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         if layout is None:
             return
         repeats = const_ints(ctx, node, 1)
-        if repeats is None or repeats[layout.axis] != 1:
-            ctx.block(layout.ids, f"{describe(node)} tiles the channel axis")
+        if repeats is None or layout.axis >= len(repeats) or repeats[layout.axis] < 1:
+            ctx.block(layout.ids, f"{describe(node)}: repeats are not constant")
             return
-        ctx.pass_through(node)
+        ctx.set_layout(node.outputs[0], layout.axis, np.tile(layout.ids, repeats[layout.axis]))
 
 
 @register("Gather")
