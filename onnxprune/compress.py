@@ -64,10 +64,11 @@ def default_output(model: str | os.PathLike[str]) -> pathlib.Path:
     return path.with_name(path.stem + ".pruned.onnx")
 
 
-def analyze_file(model: str | os.PathLike[str], ignore: tuple[str, ...] = ()) -> dict:
+def analyze_file(model: str | os.PathLike[str], ignore: tuple[str, ...] = (),
+                 prune_hidden: bool = False) -> dict:
     """Analyze a model file; return groups and totals as plain data."""
     loaded = load_model(model)
-    analysis = analyze(loaded.model)
+    analysis = analyze(loaded.model, prune_hidden=prune_hidden)
     analysis.ignore(ignore)
     cost = CostModel(analysis)
     return {
@@ -88,7 +89,7 @@ def _prepare(model: str | os.PathLike[str], options: CompressOptions) -> tuple:
     original = ir.serde.serialize_model(loaded.model)
     if loaded.external_data:
         onnx.load_external_data_for_model(original, str(loaded.path.parent))
-    analysis = analyze(loaded.model)
+    analysis = analyze(loaded.model, prune_hidden=options.prune_hidden)
     analysis.ignore(options.ignore)
     if not analysis.prunable_groups:
         reasons = sorted({r for g in analysis.groups for r in g.reasons})[:3]

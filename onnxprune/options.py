@@ -37,6 +37,7 @@ class CompressOptions(pydantic.BaseModel):
     ignore: tuple[str, ...] = ()
     seed: int = 0
     verify_equivalence: bool = True
+    prune_hidden: bool = False
     # what to produce besides the pruned model
     bench: bool = False
     bench_runs: int = pydantic.Field(50, ge=1)

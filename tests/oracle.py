@@ -6,6 +6,10 @@ independently of ``compress``'s own verification that the pruned model
 - passes ``onnx.checker``,
 - keeps the original's output names, dtypes and shapes at two batch sizes,
 - equals the original with the removed channels masked, within ``tol``.
+
+Inputs: floats are standard normal, integers uniform in ``[0, int_high[name])``
+(default ``[0, 2)``: valid token ids, token types and attention masks alike). Symbolic
+dimensions are the batch size, except those named in ``dims`` (e.g. ``{"seq": 33}``).
 """
 
 from __future__ import annotations
@@ -41,15 +45,18 @@ def session(model: onnx.ModelProto) -> ort.InferenceSession:
                                 providers=["CPUExecutionProvider"])
 
 
-def feeds_for(sess: ort.InferenceSession, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+def feeds_for(sess: ort.InferenceSession, batch: int, seed: int = 0,
+              dims: dict[str, int] | None = None,
+              int_high: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     feeds = {}
     for arg in sess.get_inputs():
-        shape = [d if isinstance(d, int) else batch for d in arg.shape]
+        shape = [d if isinstance(d, int) else (dims or {}).get(d, batch) for d in arg.shape]
         if arg.type == "tensor(float)":
             feeds[arg.name] = rng.standard_normal(shape).astype(np.float32)
         else:
-            feeds[arg.name] = rng.integers(0, 2, shape).astype(np.int64)
+            high = (int_high or {}).get(arg.name, 2)
+            feeds[arg.name] = rng.integers(0, high, shape).astype(np.int64)
     return feeds
 
 
@@ -69,10 +76,12 @@ def load(source: onnx.ModelProto | str | pathlib.Path) -> ir.Model:
 def prune_and_check(source, target: float = 0.5, *, metric: str = "params",
                     criterion: str = "l1", scope: str = "global", round_to: int = 1,
                     min_keep: float = 0.1, seed: int = 0, tol: float = 1e-4,
-                    batches: tuple[int, ...] = (1, 3)) -> Checked:
+                    batches: tuple[int, ...] = (1, 3), dims: tuple[dict, ...] = ({},),
+                    int_high: dict[str, int] | None = None,
+                    prune_hidden: bool = False) -> Checked:
     model = load(source)
     original = ir.serde.serialize_model(model)
-    analysis = analyze(model)
+    analysis = analyze(model, prune_hidden=prune_hidden)
     scores = score_units(analysis, criterion, seed)
     plan = make_plan(analysis, scores, PlanOptions(target, metric, scope, round_to, min_keep))
     masks = channel_masks(analysis, plan.removed_units)
@@ -81,8 +90,8 @@ def prune_and_check(source, target: float = 0.5, *, metric: str = "params",
     onnx.checker.check_model(pruned)
     ref, new, masked = session(original), session(pruned), session(masked_model(original, masks))
     assert [o.name for o in new.get_outputs()] == [o.name for o in ref.get_outputs()]
-    for batch in batches:
-        feeds = feeds_for(ref, batch, seed)
+    for batch, named in ((b, d) for b in batches for d in dims):
+        feeds = feeds_for(ref, batch, seed, named, int_high)
         expected_shapes = ref.run(None, feeds)
         got = new.run(None, feeds)
         want = masked.run(None, feeds)

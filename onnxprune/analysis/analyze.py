@@ -9,6 +9,9 @@ Rules:
    crashes on a model.
 3. Layouts on inputs a rule does not handle (``data_inputs``), on graph outputs
    and on values read inside subgraphs (If/Loop/Scan bodies) are blocked.
+4. ``prune_hidden=True`` lets the rules prune the hidden (residual-stream) width of
+   transformers: embedding tables become sources and normalisations over the
+   hidden axis (LayerNormalization, ReduceMean) compute over the kept channels.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from onnxprune.graph.shapes import infer_shapes
 logger = logging.getLogger(__name__)
 
 
-def analyze(model: ir.Model, *, shapes_done: bool = False) -> Analysis:
+def analyze(model: ir.Model, *, shapes_done: bool = False,
+            prune_hidden: bool = False) -> Analysis:
     """Build channel groups for ``model`` (shape inference runs first unless done)."""
     if not shapes_done:
         infer_shapes(model)
-    ctx = AnalysisContext(model)
+    ctx = AnalysisContext(model, prune_hidden=prune_hidden)
     captured = _subgraph_reads(model.graph)
     for node in model.graph:
         _visit(node, ctx)

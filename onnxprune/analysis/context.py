@@ -16,18 +16,23 @@ Vocabulary:
   must lose the same number of channels.
 - A *non-empty set* (a source's channels, a Split/Slice part) must keep at least one
   of its channels: no layer is left with zero-sized tensors.
+- A *unit note* describes what the units holding some elements are ("attention
+  heads of 64"); reports read them.
+- ``prune_hidden`` (an analysis option): the residual-stream width of transformers
+  may be pruned; normalisations over it then use the kept channels only.
 """
 
 from __future__ import annotations
 
-__all__ = ["AnalysisContext", "Coupling", "EqualBlocks", "Layout", "Source"]
+__all__ = ["AnalysisContext", "Coupling", "EqualBlocks", "Layout", "Source", "UnitNote"]
 
+import ast
 import dataclasses
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.graph.shapes import dims
+from onnxprune.graph.shapes import dims, probe_static_dims
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +51,23 @@ class Source:
     kind: str
     start: int
     size: int
+    scope: str = ""  # module path, e.g. "bert.encoder.layer.0.attention.self.query"
+
+
+def node_scope(node: ir.Node) -> str:
+    """The dotted module path of a node: the dynamo exporter's ``name_scopes``
+    metadata, else the node name without its last component (TorchScript's
+    ``/a/b/MatMul`` gives ``a.b``)."""
+    scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes")
+    if scopes:
+        try:
+            paths = [str(e) for e in ast.literal_eval(scopes) if "." in str(e)]
+        except (ValueError, SyntaxError):
+            paths = []
+        if paths:  # module paths are dotted; the last entries may be fx node names
+            return paths[-1]
+    name = (node.name or "").strip("/")
+    return name.rsplit("/", 1)[0].replace("/", ".") if "/" in name else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +97,23 @@ class EqualBlocks:
     reason: str
 
 
+@dataclasses.dataclass(frozen=True)
+class UnitNote:
+    """The units holding ``ids`` are ``kind`` (e.g. "attention heads"), ``size`` wide."""
+
+    ids: np.ndarray
+    kind: str
+    size: int
+
+
 class AnalysisContext:
     """Collects layouts, sources, unions, couplings and blocks for one graph."""
 
-    def __init__(self, model: ir.Model) -> None:
+    def __init__(self, model: ir.Model, *, prune_hidden: bool = False) -> None:
         self.model = model
+        self.prune_hidden = prune_hidden
+        self.notes: list[UnitNote] = []
+        self._refined: dict[str, tuple[int | None, ...]] | None = None
         self.opset = int(model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0)))
         self.num_elements = 0
         self.sources: list[Source] = []
@@ -102,6 +136,24 @@ class AnalysisContext:
         shape = dims(value)
         return None if shape is None else len(shape)
 
+    def refined_shape(self, value: ir.Value | None) -> tuple[int | None, ...] | None:
+        """``shape`` with unknown dimensions that are static filled in by a runtime probe.
+
+        The probe (two runs, see ``graph.shapes.probe_static_dims``) happens once per
+        analysis, the first time a rule asks about a value with an unknown dimension.
+        """
+        shape = dims(value)
+        if shape is None or all(d is not None for d in shape) or not value.name:
+            return shape
+        if self._refined is None:
+            wanted = [out for node in self.model.graph for out in node.outputs
+                      if out.name and (d := dims(out)) is not None and None in d]
+            self._refined = probe_static_dims(self.model, wanted)
+        refined = self._refined.get(value.name)
+        if refined is None or len(refined) != len(shape):
+            return shape
+        return tuple(s if s is not None else r for s, r in zip(shape, refined))
+
     def const(self, value: ir.Value | None) -> np.ndarray | None:
         """The constant array behind ``value`` (initializer), else ``None``."""
         if value is None or value.const_value is None:
@@ -116,7 +168,8 @@ class AnalysisContext:
                    kind: str) -> np.ndarray:
         start = self.num_elements
         self.num_elements += size
-        self.sources.append(Source(node.name or node.op_type, value.name or "", kind, start, size))
+        self.sources.append(Source(node.name or node.op_type, value.name or "", kind, start, size,
+                                   node_scope(node)))
         ids = np.arange(start, start + size, dtype=np.int64)
         self.set_layout(value, axis, ids)
         self.require_nonempty(ids)
@@ -165,6 +218,9 @@ class AnalysisContext:
             return
         self.couplings.append(
             Coupling(node, input_index, value, axis, np.asarray(ids), groups, role))
+
+    def note_units(self, ids: np.ndarray, kind: str, size: int) -> None:
+        self.notes.append(UnitNote(np.asarray(ids, dtype=np.int64), kind, int(size)))
 
     def equal_blocks(self, ids: np.ndarray, count: int, reason: str) -> None:
         self.constraints.append(EqualBlocks(tuple(np.split(np.asarray(ids), count)), reason))

@@ -12,6 +12,15 @@ Rules:
 5. Equal-blocks constraints are translated to unit indices local to their group;
    a constraint spanning several groups, or one in which a unit falls in two
    blocks, blocks its units instead.
+6. A group's *description* says what its units are, from the unit notes of the
+   rules and its sources: "<scope> attention: 4 heads of 64" (a head split whose
+   heads meet in an activation MatMul), "<scope> LSTM: 128 hidden units",
+   "hidden width (residual stream): 768 channels" (embedding sources),
+   "<scope> MLP: 3072 neurons" (prunable linear sources: hidden neurons between two
+   linear layers), "<scope> linear: N features" (blocked ones), else
+   "<scope>: N channels".
+   ``unit_size`` is the number of channels in one unit of one source tensor
+   (the head width for heads, else 1); ``round_to`` and ``min_keep`` count units.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ class Group:
     reasons: list[str]
     constraints: list[list[np.ndarray]]
     nonempty: list[np.ndarray] = dataclasses.field(default_factory=list)
+    description: str = ""
+    unit_size: int = 1
 
     @property
     def size(self) -> int:
@@ -116,7 +127,57 @@ def build_groups(ctx: AnalysisContext) -> Analysis:
     _apply_blocks(analysis)
     _apply_constraints(analysis)
     _apply_nonempty(analysis)
+    _describe(analysis)
     return analysis
+
+
+_LINEAR_KINDS = ("MatMul output", "Gemm output")
+
+
+def _scope(sources: list[Source]) -> str:
+    paths = [s.scope.split(".") for s in sources if s.scope]
+    if not paths:
+        return sources[0].node
+    common = []
+    for parts in zip(*paths):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return ".".join(common) or paths[0][0]
+
+
+def _describe(analysis: Analysis) -> None:
+    """Rule 5."""
+    kinds: dict[int, dict[str, int]] = {}
+    for note in analysis.ctx.notes:
+        ids = note.ids[note.ids >= 0]
+        for gid in np.unique(analysis.unit_group[analysis.element_unit[ids]]):
+            found = kinds.setdefault(int(gid), {})
+            found[note.kind] = note.size
+            if note.kind == "heads":
+                found["most_heads"] = max(found.get("most_heads", 0), len(note.ids))
+    for group in analysis.groups:
+        notes = kinds.get(group.index, {})
+        scope = _scope(group.sources)
+        n = group.size
+        if "heads" in notes:
+            group.unit_size = notes["heads"]
+            what = "attention" if "attention" in notes else "channel blocks"
+            group.description = f"{scope} {what}: {n} heads of {notes['heads']}"
+            if notes["most_heads"] > n:  # grouped-query attention: a unit is a KV group
+                group.description = (f"{scope} {what}: {n} key/value heads, each shared by "
+                                     f"{notes['most_heads'] // n} query heads of "
+                                     f"{notes['heads']}")
+        elif recurrent := [k for k in ("LSTM", "GRU", "RNN") if k in notes]:
+            group.description = f"{scope} {recurrent[0]}: {n} hidden units"
+        elif any(s.kind == "embedding" for s in group.sources):
+            group.description = f"hidden width (residual stream): {n} channels"
+        elif all(s.kind in _LINEAR_KINDS for s in group.sources) and group.prunable:
+            group.description = f"{scope} MLP: {n} neurons"
+        elif all(s.kind in _LINEAR_KINDS for s in group.sources):
+            group.description = f"{scope} linear: {n} features"
+        else:
+            group.description = f"{scope}: {n} channels"
 
 
 def _make_groups(ctx, element_unit, unit_group, num_units):

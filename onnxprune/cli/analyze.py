@@ -13,13 +13,15 @@ from onnxprune.cli.common import emit_json, guard, stdout
 @click.command("analyze")
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("--ignore", multiple=True, help="Glob of node/initializer names to keep whole.")
+@click.option("--prune-hidden", is_flag=True,
+              help="Analyze with the hidden (residual-stream) width of transformers prunable.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @guard
-def command(model: str, ignore: tuple[str, ...], as_json: bool) -> None:
+def command(model: str, ignore: tuple[str, ...], prune_hidden: bool, as_json: bool) -> None:
     """List every channel group of MODEL: members, size, cost share, prunable or why not."""
     from onnxprune.compress import analyze_file
 
-    report = analyze_file(model, ignore)
+    report = analyze_file(model, ignore, prune_hidden=prune_hidden)
     if as_json:
         emit_json(report)
         return
@@ -32,7 +34,7 @@ def command(model: str, ignore: tuple[str, ...], as_json: bool) -> None:
             status = f"{row['prunable_channels']} of {row['channels']}"
         if row["grouped_conv_blocks"]:
             status += f" (equal loss in {row['grouped_conv_blocks']} blocks)"
-        table.add_row(str(row["index"]), row["name"], str(row["channels"]),
+        table.add_row(str(row["index"]), row["description"] or row["name"], str(row["channels"]),
                       f"{100 * row['params_share']:.1f}", f"{100 * row['macs_share']:.1f}", status)
     stdout.print(table)
     prunable = sum(r["prunable"] for r in report["groups"])

@@ -51,6 +51,9 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-equivalence-check", is_flag=True,
               help="Skip the masked-equivalence check (saves one model run).")
+@click.option("--prune-hidden", is_flag=True,
+              help="Also prune the hidden (residual-stream) width of transformers; "
+                   "normalisations then use the kept channels only.")
 @click.option("--bench", is_flag=True,
               help="Benchmark original vs. pruned (CPU, 1 thread, interleaved) into the report.")
 @click.option("--bench-runs", type=int, default=50, show_default=True)
@@ -69,7 +72,8 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
 
     recipe = load_recipe(config) if config else {}
     names = ["target", "metric", "criterion", "scope", "round_to", "min_keep", "ignore", "seed",
-             "no_equivalence_check", "bench", "bench_runs", "html_report", "mobile"]
+             "no_equivalence_check", "prune_hidden", "bench", "bench_runs", "html_report",
+             "mobile"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:

@@ -16,6 +16,7 @@ __all__ = [
     "dummy_inputs",
     "import_ort",
     "make_session",
+    "probe_shape_runs",
     "probe_shapes",
     "run",
     "to_runtime_proto",
@@ -144,17 +145,26 @@ def run(model: ir.Model | onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list
     return make_session(model).run(None, feeds)
 
 
-def probe_shapes(model: ir.Model, names: list[str]) -> dict[str, tuple[int, ...]]:
-    """Shapes of the named intermediate values from one run on dummy inputs."""
+def probe_shapes(model: ir.Model, names: list[str], dynamic_dim: int = 1,
+                 ) -> dict[str, tuple[int, ...]]:
+    """Shapes of the named intermediate values from one run on dummy inputs whose
+    symbolic dimensions are ``dynamic_dim``."""
+    return probe_shape_runs(model, names, (dynamic_dim,))[0]
+
+
+def probe_shape_runs(model: ir.Model, names: list[str], dynamic_dims: tuple[int, ...],
+                     ) -> list[dict[str, tuple[int, ...]]]:
+    """One session, one run per entry of ``dynamic_dims``: the named values' shapes."""
     proto = to_runtime_proto(model)
     known = {o.name for o in proto.graph.output}
     for name in names:
         if name not in known:
             proto.graph.output.append(onnx.ValueInfoProto(name=name))
-    session = make_session(proto)
-    outputs = session.run(None, dummy_inputs(session))
-    result = {}
-    for arg, array in zip(session.get_outputs(), outputs):
-        if isinstance(array, np.ndarray):
-            result[arg.name] = tuple(array.shape)
-    return result
+    session = make_session(proto, optimize=False)
+    runs = []
+    for dim in dynamic_dims:
+        outputs = session.run(None, dummy_inputs(session, dynamic_dim=dim))
+        runs.append({arg.name: tuple(array.shape)
+                     for arg, array in zip(session.get_outputs(), outputs)
+                     if isinstance(array, np.ndarray)})
+    return runs

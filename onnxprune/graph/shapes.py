@@ -10,11 +10,16 @@ Rules:
    still get channel axes. Only the rank and the static dimensions are taken.
 3. ``dims(value)`` returns a tuple with ints for static and ``None`` for symbolic
    dimensions, or ``None`` when even the rank is unknown.
+4. ``probe_static_dims`` tells which unknown dimensions are in fact static: the model
+   runs twice in ONNX Runtime with every symbolic input dimension set to 2, then 3;
+   a dimension equal in both runs is static (exporters compute head counts and the
+   like from ``Shape`` chains that inference does not follow), one that differs stays
+   ``None``.
 """
 
 from __future__ import annotations
 
-__all__ = ["dims", "infer_shapes", "static_numel"]
+__all__ = ["dims", "infer_shapes", "probe_static_dims", "static_numel"]
 
 import logging
 import math
@@ -71,3 +76,30 @@ def _probe_shapes(model: ir.Model, values: list[ir.Value]) -> None:
         shape = shapes.get(value.name)
         if shape is not None:
             value.shape = ir.Shape(list(shape))
+
+
+PROBE_DIMS = (2, 3)
+
+
+def probe_static_dims(model: ir.Model, values: list[ir.Value],
+                      ) -> dict[str, tuple[int | None, ...]]:
+    """Static view of ``values`` refined by two runtime probes (rule 4).
+
+    Returns value name -> dims; values the runtime could not produce are left out,
+    and an empty mapping means the model could not be probed.
+    """
+    from onnxprune.graph import runtime
+
+    names = [v.name for v in values if v.name]
+    try:
+        runs = runtime.probe_shape_runs(model, names, PROBE_DIMS)
+    except Exception as exc:  # a model ORT cannot run at these sizes: no refinement
+        logger.info("runtime shape probe for static dims failed: %s", exc)
+        return {}
+    refined = {}
+    for value in values:
+        first, second = runs[0].get(value.name), runs[1].get(value.name)
+        if first is None or second is None or len(first) != len(second):
+            continue
+        refined[value.name] = tuple(a if a == b else None for a, b in zip(first, second))
+    return refined

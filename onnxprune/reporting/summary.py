@@ -24,6 +24,8 @@ def group_rows(analysis: Analysis, cost: CostModel) -> list[dict]:
         rows.append({
             "index": group.index,
             "name": group.name,
+            "description": group.description,
+            "unit_size": group.unit_size,
             "channels": group.size,
             "prunable_channels": int((~group.blocked).sum()),
             "prunable": group.prunable,

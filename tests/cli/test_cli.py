@@ -45,7 +45,7 @@ def test_analyze_json_lists_groups(runner, model):
 def test_analyze_table_names_reasons(runner, model):
     result = runner.invoke(main, ["analyze", str(model)])
     assert result.exit_code == 0
-    assert "graph output" in result.stdout and "groups prunable" in result.stdout
+    assert "reaches graph" in result.stdout and "groups prunable" in result.stdout
 
 
 def test_compress_json_writes_default_output_and_keeps_input(runner, model):

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from onnxprune.analysis.rules import conv, elementwise, linear, norm, pooling, shape_ops
+from onnxprune.analysis.rules import (
+    conv,
+    elementwise,
+    linear,
+    norm,
+    pooling,
+    recurrent,
+    shape_ops,
+)
 
-__all__ = ["conv", "elementwise", "linear", "norm", "pooling", "shape_ops"]
+__all__ = ["conv", "elementwise", "linear", "norm", "pooling", "recurrent", "shape_ops"]

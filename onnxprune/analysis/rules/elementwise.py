@@ -6,7 +6,8 @@ Cases:
 2. Broadcasting ops (Add, Mul, Where, Sum ...): tracked inputs are aligned to the
    output rank (numpy rules). Tracked inputs on the same aligned axis are merged
    (residual Add: both sides lose the same channels); on different axes they are
-   blocked. An untracked input that broadcasts (size 1 on that axis) is fine; a
+   blocked. An untracked input that broadcasts (size 1 on that axis, if need be
+   learnt from the runtime probe of static dims) is fine; a
    constant with the full channel count is coupled (sliced); any other tensor
    with those channels blocks the layout.
 3. PRelu: a per-channel slope is a broadcast constant, handled as in case 2.
@@ -80,6 +81,8 @@ class BroadcastRule(OpRule):
             ctx.block(ref, f"{describe(node)}: operand '{value.name}' has unknown shape")
             return False
         local = axis - (out_rank - len(shape))
+        if local >= 0 and shape[local] is None:
+            shape = ctx.refined_shape(value)
         if local < 0 or shape[local] == 1:
             return True
         if ctx.is_param(value) and shape[local] == len(ref):

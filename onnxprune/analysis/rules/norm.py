@@ -6,7 +6,10 @@ Cases:
    (and BN's mean/var) are coupled to the layout, which passes through.
 2. LayerNormalization normalises over axes ``[axis, rank)``: a layout on one of
    those axes is blocked (removing channels would change the statistics); a
-   layout on an earlier axis passes through.
+   layout on an earlier axis passes through. With ``prune_hidden`` a layout on
+   the last axis, when that is the only normalised axis, passes and slices the
+   scale and bias: the pruned model normalises over the kept channels (the
+   oracle's masked twin computes the same statistics).
 3. GroupNormalization mixes channels within groups: blocked with the reason.
 4. LpNormalization over the channel axis: blocked; over another axis: passes.
 """
@@ -50,9 +53,29 @@ class LayerNormRule(OpRule):
         if layout is None or rank is None:
             return
         axis = norm_axis(attr_int(node, "axis", -1), rank)
+        if ctx.prune_hidden and axis == layout.axis == rank - 1:
+            self._hidden(node, ctx, layout)
+            return
         if layout.axis >= axis:
             ctx.block(layout.ids, f"{describe(node)} normalises over the channel axis; "
                                   "removing channels would change its statistics")
+            return
+        ctx.pass_through(node)
+
+    @staticmethod
+    def _hidden(node: ir.Node, ctx: AnalysisContext, layout) -> None:
+        for index in (1, 2):
+            value = node.inputs[index] if len(node.inputs) > index else None
+            if value is None:
+                continue
+            shape = ctx.shape(value)
+            if not ctx.is_param(value) or shape != (len(layout),):
+                ctx.block(layout.ids, f"{describe(node)}: input {index} is not a constant "
+                                      "vector over the normalised channels")
+                return
+            ctx.couple(node, index, 0, layout.ids, role="norm")
+        if any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
+            ctx.block(layout.ids, f"{describe(node)}: mean / inverse std outputs are used")
             return
         ctx.pass_through(node)
 

@@ -6,7 +6,9 @@ Cases:
    the layout passes through (MaxPool's Indices output, when used, blocks).
 2. Reduce* ops: a layout on a reduced axis is blocked (the result would depend
    on the removed channels); otherwise it passes through, moved when
-   ``keepdims=0`` drops earlier axes.
+   ``keepdims=0`` drops earlier axes. With ``prune_hidden``, ReduceMean over the
+   channel axis (decomposed LayerNorm / RMSNorm) averages the kept channels; the
+   result carries no layout.
 3. Softmax/LogSoftmax/Hardmax: a layout on the normalised axis (or, before
    opset 13, on any axis from ``axis`` on) is blocked; otherwise it passes.
 4. Shape/Size read only the shape: nothing is blocked, nothing propagates.
@@ -69,6 +71,8 @@ class ReduceRule(OpRule):
                 return
             axes = tuple(range(rank))
         axes = {norm_axis(a, rank) for a in axes}
+        if layout.axis in axes and ctx.prune_hidden and node.op_type == "ReduceMean":
+            return
         if layout.axis in axes:
             ctx.block(layout.ids, f"{describe(node)} reduces over the channel axis")
             return

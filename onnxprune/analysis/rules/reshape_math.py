@@ -6,13 +6,18 @@ axis ``a`` lies in the smallest run of input axes ``[i0, i1)`` and output axes
 axis the reshape *merges* the channel axis with its neighbours: position ``p`` of
 that output axis holds channel ``(p // inner) % C`` where ``inner`` is the product
 of the merged input axes after ``a``. Symbolic dimensions may not be merged.
-Any other case (a channel axis split into several axes) is reported as not
-supported, with the reason.
+A channel axis split into exactly two static axes ``(H, D)`` with ``H * D = C``,
+the input run being the channel axis alone, is a *head split* (``split_map``):
+channel ``h * D + d`` moves to position ``h`` of the first axis. Any other split
+is reported as not supported, with the reason.
+
+``fill_minus_one``: a ``-1`` target entry is computed from the other entries when
+the dynamic entries pair one-to-one with the input's dynamic dimensions.
 """
 
 from __future__ import annotations
 
-__all__ = ["MergeMap", "merge_map", "merged_ids"]
+__all__ = ["MergeMap", "SplitMap", "fill_minus_one", "merge_map", "merged_ids", "split_map"]
 
 import dataclasses
 import math
@@ -27,6 +32,13 @@ class MergeMap:
     out_axis: int
     inner: int
     size: int  # product of the merged input axes
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitMap:
+    out_axis: int  # the head axis; the head width follows it
+    heads: int
+    width: int
 
 
 def _prefix(shape: tuple[int | None, ...]) -> list[int]:
@@ -86,3 +98,36 @@ def merge_map(in_shape: tuple[int | None, ...], out_shape: tuple[int | None, ...
 def merged_ids(ids: np.ndarray, mapping: MergeMap) -> np.ndarray:
     positions = np.arange(mapping.size)
     return ids[(positions // mapping.inner) % len(ids)]
+
+
+def split_map(in_shape: tuple[int | None, ...], out_shape: tuple[int | None, ...],
+              axis: int) -> SplitMap | None:
+    """The head split of channel ``axis`` (see module rule), or ``None``."""
+    found = _align_either_way(tuple(in_shape), tuple(out_shape), axis)
+    if found is None:
+        return None
+    i0, i1, o0, o1 = found
+    if (i0, i1) != (axis, axis + 1) or o1 - o0 != 2:
+        return None
+    heads, width = out_shape[o0], out_shape[o0 + 1]
+    if heads is None or width is None or heads * width != in_shape[axis]:
+        return None
+    return SplitMap(o0, int(heads), int(width))
+
+
+def fill_minus_one(in_shape: tuple[int | None, ...], entries: list[int | None],
+                   ) -> list[int | None]:
+    """Output dims from target ``entries`` (``None``: computed at run time).
+
+    The single ``-1`` entry becomes (static input elements) / (static other entries)
+    when the input has as many dynamic dims as there are dynamic entries.
+    """
+    if entries.count(-1) != 1 or any(d is not None and d < 0 and d != -1 for d in entries):
+        return [None if d == -1 else d for d in entries]
+    others = [d for d in entries if d != -1]
+    if sum(d is None for d in in_shape) != sum(d is None for d in others):
+        return [None if d == -1 else d for d in entries]
+    known_in = math.prod(d for d in in_shape if d is not None)
+    known_out = math.prod(d for d in others if d is not None)
+    value = known_in // known_out if known_out and known_in % known_out == 0 else None
+    return [value if d == -1 else d for d in entries]

@@ -6,14 +6,19 @@ Cases:
    channel axis itself blocks).
 2. Flatten/Reshape merging the channel axis with neighbours: each channel becomes
    a block of positions (Flatten->Linear); the Reshape target is patched when it
-   is a constant or a constant piece of a Concat. Splitting the channel axis
-   (e.g. into heads) is blocked here.
+   is a constant or a constant piece of a Concat. A Reshape splitting the channel
+   axis into heads ``(H, D)`` makes each head one unit (see ``ReshapeRule``).
 3. Concat on the channel axis concatenates layouts (untracked inputs become
    fixed positions); on another axis the inputs' layouts are merged.
 4. Split/Slice on the channel axis cut the layout; their sizes/starts/ends are
-   patched. On other axes the layout passes through.
-5. Pad, Resize/Upsample, Tile, Expand pass the layout through when they leave the
-   channel axis alone; otherwise they block it (Resize/Expand sizes are patched).
+   patched. On other axes the layout passes through (a Slice with constant axes
+   that exclude the channel axis may have run-time starts/ends, as in RoPE's
+   ``rotate_half``).
+5. Pad, Resize/Upsample, Expand pass the layout through when they leave the
+   channel axis alone; otherwise they block it; Tile repeats the ids (Resize/Expand
+   sizes are patched;
+   an Expand target may be a Concat of run-time and constant pieces, as in the
+   ``repeat_kv`` of grouped-query attention).
 6. Gather on another axis passes the layout through (moved by the indices' rank);
    on the channel axis it blocks.
 """
@@ -35,6 +40,8 @@ __all__ = [
     "TransposeRule",
     "UnsqueezeRule",
     "locate_shape_entry",
+    "patch_shape_entry",
+    "shape_entries",
 ]
 
 import numpy as np
@@ -43,7 +50,14 @@ import onnx_ir as ir
 from onnxprune.analysis.context import AnalysisContext, describe
 from onnxprune.analysis.registry import OpRule, register
 from onnxprune.analysis.rules.common import attr_int, attr_ints, axes_arg, const_ints, norm_axis
-from onnxprune.analysis.rules.reshape_math import MergeMap, merge_map, merged_ids
+from onnxprune.analysis.rules.reshape_math import (
+    MergeMap,
+    SplitMap,
+    fill_minus_one,
+    merge_map,
+    merged_ids,
+    split_map,
+)
 from onnxprune.analysis.rules.shape_probe import probe_bounds
 
 
@@ -149,38 +163,147 @@ def locate_shape_entry(shape_value: ir.Value, index: int) -> tuple[ir.Node | Non
     return "shape entry out of range"
 
 
+def shape_entries(ctx: AnalysisContext, shape_value: ir.Value, length: int,
+                  ) -> list[int | None]:
+    """Constant entries of a 1-D shape tensor (``None`` where computed at run time)."""
+    entries: list[int | None] = []
+    for index in range(length):
+        where = locate_shape_entry(shape_value, index)
+        if isinstance(where, str):
+            entries.append(None)
+            continue
+        consumer, input_index, position = where
+        source = shape_value if consumer is None else consumer.inputs[input_index]
+        entries.append(int(np.ravel(source.const_value.numpy())[position]))
+    return entries
+
+
+def patch_shape_entry(ctx, reader: ir.Node, input_index: int, position: int,
+                      value: int, only_if: int | None = None) -> bool:
+    """Set entry ``position`` of the shape tensor read by ``reader`` to ``value``.
+
+    The entry is a constant input or a constant piece of a Concat. A Concat whose
+    output other nodes read too is first copied for ``reader``, so they keep their
+    shape. Entries that are not positive (``-1``, ``0``) or differ from ``only_if``
+    are left alone. Returns whether anything changed.
+    """
+    shape_value = reader.inputs[input_index]
+    where = locate_shape_entry(shape_value, position)
+    if isinstance(where, str):
+        return False
+    consumer, piece_index, offset = where
+    if consumer is None:
+        owner, index = reader, input_index
+    else:
+        if len(consumer.outputs[0].uses()) > 1:
+            consumer = _private_copy(ctx, consumer, reader, input_index)
+        owner, index = consumer, piece_index
+    array = np.array(ctx.const_input(owner, index), dtype=np.int64).copy()
+    flat = array.reshape(-1)
+    current = int(flat[offset])
+    if current <= 0 or (only_if is not None and current != only_if) or current == value:
+        return False
+    flat[offset] = value
+    ctx.set_const_input(owner, index, array)
+    return True
+
+
+def _private_copy(ctx, concat: ir.Node, reader: ir.Node, input_index: int) -> ir.Node:
+    """A copy of ``concat`` that only ``reader`` reads (inserted right after it)."""
+    copy = ir.Node(concat.domain, concat.op_type, list(concat.inputs),
+                   [attr for attr in concat.attributes.values()], num_outputs=1,
+                   name=ctx.fresh_name(concat.name or "Concat"))
+    copy.outputs[0].name = ctx.fresh_name(concat.outputs[0].name or "shape")
+    copy.outputs[0].shape = concat.outputs[0].shape
+    copy.outputs[0].type = concat.outputs[0].type
+    ctx.graph.insert_after(concat, copy)
+    reader.replace_input_with(input_index, copy.outputs[0])
+    return copy
+
+
 @register("Reshape")
 class ReshapeRule(OpRule):
+    """Cases:
+
+    1. The channel axis merges with neighbours (Flatten-like, or heads back into
+       ``H*D``): positions repeat channel ids (``merge_map``).
+    2. The channel axis splits into heads ``(H, D)`` (``split_map``): the ``D``
+       channels of each head are united into one unit and the head axis carries
+       one id per head. The head width entry of the target must be a constant.
+    3. Unknown dims are taken from the layout length, from constant target entries
+       (a single ``-1`` computed when possible) and, failing that, from the
+       runtime probe of static dims.
+    4. ``patch`` rewrites the constant target entry of the layout axis (channel,
+       ``H*D`` or head count) to the kept count; ``-1`` and run-time entries adapt
+       by themselves.
+    """
+
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
-        shape, out_shape = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
         if layout is None:
             return
-        if shape is None or out_shape is None:
-            ctx.block(layout.ids, f"{describe(node)}: shapes unknown")
+        found = self._mapping(node, ctx, layout, refine=False)
+        if isinstance(found, str):
+            found = self._mapping(node, ctx, layout, refine=True)
+        if isinstance(found, str):
+            ctx.block(layout.ids, f"{describe(node)} {found}")
             return
-        mapping = merge_map(shape, out_shape, layout.axis)
+        if isinstance(found, SplitMap):
+            self._split(node, ctx, layout, found)
+            return
+        where = locate_shape_entry(node.inputs[1], found.out_axis)
+        if isinstance(where, str) and where != "dynamic":
+            ctx.block(layout.ids, f"{describe(node)}: target shape {where}")
+            return
+        _apply_merge(node, ctx, found)
+
+    @staticmethod
+    def _mapping(node, ctx, layout, refine: bool) -> MergeMap | SplitMap | str:
+        read = ctx.refined_shape if refine else ctx.shape
+        shape, out_shape = read(node.inputs[0]), read(node.outputs[0])
+        if shape is None or out_shape is None:
+            return "has unknown shapes"
+        shape = list(shape)
+        if shape[layout.axis] is None:
+            shape[layout.axis] = len(layout)
+        out_shape = _with_target(node, ctx, tuple(shape), list(out_shape))
+        mapping = merge_map(tuple(shape), out_shape, layout.axis)
         if isinstance(mapping, MergeMap):
-            where = locate_shape_entry(node.inputs[1], mapping.out_axis)
-            if isinstance(where, str) and where != "dynamic":
-                ctx.block(layout.ids, f"{describe(node)}: target shape {where}")
-                return
-        _apply_merge(node, ctx, mapping)
+            return mapping
+        split = split_map(tuple(shape), out_shape, layout.axis)
+        return split if split is not None else mapping
+
+    @staticmethod
+    def _split(node, ctx, layout, split: SplitMap) -> None:
+        width_entry = locate_shape_entry(node.inputs[1], split.out_axis + 1)
+        if isinstance(width_entry, str):
+            ctx.block(layout.ids, f"{describe(node)} splits channels into {split.heads} "
+                                  f"heads, but the head width is computed at run time")
+            return
+        ids = layout.ids.reshape(split.heads, split.width)
+        for d in range(1, split.width):
+            ctx.union(ids[:, 0], ids[:, d], f"{describe(node)} splits channels into heads")
+        ctx.note_units(ids[:, 0], "heads", split.width)
+        ctx.set_layout(node.outputs[0], split.out_axis, ids[:, 0])
 
     def patch(self, node, ctx) -> None:
         layout = ctx.layout(node.outputs[0])
         if layout is None or not ctx.changed(node.outputs[0]):
             return
-        where = locate_shape_entry(node.inputs[1], layout.axis)
-        if isinstance(where, str):
-            return
-        consumer, input_index, position = where
-        owner = consumer or node
-        index = input_index if consumer else 1
-        target = ctx.const_input(owner, index).copy()
-        if target[position] > 0:
-            target[position] = ctx.kept_count(node.outputs[0])
-            ctx.set_const_input(owner, index, target)
+        patch_shape_entry(ctx, node, 1, layout.axis, ctx.kept_count(node.outputs[0]))
+
+
+def _with_target(node: ir.Node, ctx: AnalysisContext, in_shape: tuple[int | None, ...],
+                 out_shape: list[int | None]) -> tuple[int | None, ...]:
+    """Fill unknown output dims from the Reshape target's constant entries."""
+    if None not in out_shape:
+        return tuple(out_shape)
+    entries = shape_entries(ctx, node.inputs[1], len(out_shape))
+    if not attr_int(node, "allowzero", 0):
+        entries = [in_shape[i] if d == 0 and i < len(in_shape) else d
+                   for i, d in enumerate(entries)]
+    filled = fill_minus_one(in_shape, entries)
+    return tuple(d if d is not None else f for d, f in zip(out_shape, filled))
 
 
 def _static_dim(ctx: AnalysisContext, value: ir.Value | None, axis: int) -> int | None:
@@ -283,6 +406,9 @@ class SliceRule(OpRule):
         if layout is None or rank is None:
             return
         spec = _slice_spec(ctx, node, rank)
+        if isinstance(spec, str) and _slices_other_axes(ctx, node, rank, layout.axis):
+            ctx.pass_through(node)
+            return
         if isinstance(spec, str):
             if not _runtime_chunk(node, ctx, layout, rank):
                 ctx.block(layout.ids, f"{describe(node)}: {spec}")
@@ -312,6 +438,14 @@ class SliceRule(OpRule):
             values = np.array(ctx.const_input(node, index), dtype=np.int64).copy()
             values[position] = new
             ctx.set_const_input(node, index, values)
+
+
+def _slices_other_axes(ctx: AnalysisContext, node: ir.Node, rank: int, axis: int) -> bool:
+    """Constant ``axes`` that leave the channel axis alone (bounds may be dynamic)."""
+    if len(node.inputs) <= 3 or node.inputs[3] is None:
+        return False
+    axes = const_ints(ctx, node, 3)
+    return axes is not None and axis not in {norm_axis(a, rank) for a in axes}
 
 
 def _runtime_chunk(node: ir.Node, ctx: AnalysisContext, layout, rank: int) -> bool:
@@ -422,52 +556,73 @@ class ResizeRule(OpRule):
 
 @register("Expand")
 class ExpandRule(OpRule):
+    """The target entry on the channel axis must be 1 or the channel count; a
+    target built by Concat may mix run-time and constant entries (the constant
+    channel-count entry is patched to the kept count)."""
+
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         rank, out_rank = ctx.rank(node.inputs[0]), ctx.rank(node.outputs[0])
         if layout is None:
             return
-        target = const_ints(ctx, node, 1)
-        if target is None or rank is None or out_rank is None:
-            ctx.block(layout.ids, f"{describe(node)}: target shape is not constant")
+        target_shape = ctx.shape(node.inputs[1])
+        if rank is None or out_rank is None or not target_shape or target_shape[0] is None:
+            ctx.block(layout.ids, f"{describe(node)}: target shape or ranks unknown")
             return
         axis = layout.axis + out_rank - rank
-        local = axis - (out_rank - len(target))
-        if local >= 0 and target[local] not in (1, len(layout)):
-            ctx.block(layout.ids, f"{describe(node)} expands the channel axis")
-            return
+        local = axis - (out_rank - target_shape[0])
+        if local >= 0:
+            entry = shape_entries(ctx, node.inputs[1], target_shape[0])[local]
+            where = locate_shape_entry(node.inputs[1], local)
+            if isinstance(where, str) and where != "dynamic":
+                ctx.block(layout.ids, f"{describe(node)}: target shape {where}")
+                return
+            if entry is not None and entry not in (1, -1, len(layout)):
+                ctx.block(layout.ids, f"{describe(node)} expands the channel axis")
+                return
         ctx.set_layout(node.outputs[0], axis, layout.ids)
 
     def patch(self, node, ctx) -> None:
         layout = ctx.layout(node.outputs[0])
         if layout is None or not ctx.changed(node.outputs[0]):
             return
-        target = np.array(ctx.const_input(node, 1), dtype=np.int64).copy()
-        local = layout.axis - (ctx.rank(node.outputs[0]) - len(target))
-        if local >= 0 and target[local] == len(layout):
-            target[local] = ctx.kept_count(node.outputs[0])
-            ctx.set_const_input(node, 1, target)
+        length = ctx.shape(node.inputs[1])[0]
+        local = layout.axis - (ctx.rank(node.outputs[0]) - length)
+        if local >= 0:
+            patch_shape_entry(ctx, node, 1, local, ctx.kept_count(node.outputs[0]),
+                              only_if=len(layout))
 
 
 @register("Tile")
 class TileRule(OpRule):
+    """Constant repeats: the layout's ids repeat ``r`` times on the channel axis (e.g.
+    key/value heads tiled for grouped-query attention); the repeats need no patch."""
+
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         if layout is None:
             return
         repeats = const_ints(ctx, node, 1)
-        if repeats is None or repeats[layout.axis] != 1:
-            ctx.block(layout.ids, f"{describe(node)} tiles the channel axis")
+        if repeats is None or layout.axis >= len(repeats) or repeats[layout.axis] < 1:
+            ctx.block(layout.ids, f"{describe(node)}: repeats are not constant")
             return
-        ctx.pass_through(node)
+        ctx.set_layout(node.outputs[0], layout.axis, np.tile(layout.ids, repeats[layout.axis]))
 
 
 @register("Gather")
 class GatherRule(OpRule):
+    """Gather on another axis passes the layout (moved by the indices' rank); on the
+    channel axis it blocks. With ``prune_hidden``, a lookup in a 2-D initializer
+    table on axis 0 (an embedding) is a source: its output features are the table's
+    columns."""
+
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
-        if layout is None or rank is None:
+        if layout is None:
+            self._embedding(node, ctx)
+            return
+        if rank is None:
             return
         axis = norm_axis(attr_int(node, "axis", 0), rank)
         index_rank = ctx.rank(node.inputs[1])
@@ -476,3 +631,15 @@ class GatherRule(OpRule):
             return
         new_axis = layout.axis if layout.axis < axis else layout.axis + index_rank - 1
         ctx.set_layout(node.outputs[0], new_axis, layout.ids)
+
+    @staticmethod
+    def _embedding(node: ir.Node, ctx: AnalysisContext) -> None:
+        table = node.inputs[0]
+        out_rank = ctx.rank(node.outputs[0])
+        if not ctx.prune_hidden or not ctx.is_param(table) or out_rank is None:
+            return
+        if len(table.const_value.shape) != 2 or attr_int(node, "axis", 0) != 0:
+            return
+        width = int(table.const_value.shape[1])
+        ids = ctx.new_source(node, node.outputs[0], out_rank - 1, width, "embedding")
+        ctx.couple(node, 0, 1, ids, role="out")
