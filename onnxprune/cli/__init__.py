@@ -31,9 +31,9 @@ def main(verbose: int, debug: bool) -> None:
 
 
 def _register() -> None:
-    from onnxprune.cli import analyze, compress
+    from onnxprune.cli import analyze, compress, sensitivity
 
-    for module in (analyze, compress):
+    for module in (analyze, compress, sensitivity):
         main.add_command(module.command)
 
 
