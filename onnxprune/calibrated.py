@@ -4,9 +4,9 @@ Rules:
 
 1. ``--data`` is opened and validated against the model; at most ``max_samples``
    samples (a seeded random subset) are used for calibration.
-2. Without ``--data``, steps that need data run on synthetic inputs (see
-   :mod:`onnxprune.data.synthetic`) and a note says so; ``auto`` choices then pick
-   the data-free option.
+2. Without ``--data``, steps that need data run on ``min(128, max_samples)``
+   synthetic inputs (see :mod:`onnxprune.data.synthetic`) and a note says so;
+   ``auto`` choices then pick the data-free option.
 3. ``criterion="auto"``: ``taylor`` when data is given (falling back to
    ``activation`` when ONNX Runtime training is missing or cannot differentiate the
    model), ``l1`` otherwise.
@@ -54,9 +54,10 @@ class Calibration:
     def source(self, model: ir.Model) -> DataSource:
         """The data, or synthetic inputs (rule 2)."""
         if self.data is None:
-            self.data = synthetic_source(model, SYNTHETIC_SAMPLES, seed=self.options.seed)
+            count = min(SYNTHETIC_SAMPLES, self.options.max_samples or SYNTHETIC_SAMPLES)
+            self.data = synthetic_source(model, count, seed=self.options.seed)
             self.synthetic = True
-            self.notes.append(f"no --data: {SYNTHETIC_SAMPLES} synthetic samples were used for "
+            self.notes.append(f"no --data: {count} synthetic samples were used for "
                               "data-driven steps")
         return self.data
 

@@ -137,9 +137,9 @@ class ZipMemberReader(ArrayReader):
         return array.copy()
 
     def close(self) -> None:
-        if self._handle is not None:
+        if getattr(self, "_handle", None) is not None:
             self._handle.close()
-        if self._archive is not None:
+        if getattr(self, "_archive", None) is not None:
             self._archive.close()
         self._handle = self._archive = None
 
