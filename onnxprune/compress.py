@@ -21,13 +21,13 @@ import onnx_ir as ir
 
 from onnxprune import __version__
 from onnxprune.analysis import Analysis, analyze
+from onnxprune.calibrated import open_calibration
 from onnxprune.errors import UnsupportedModelError
 from onnxprune.graph import load_model
 from onnxprune.graph.io import StagedOutput, check_destination
 from onnxprune.graph.validate import check_finite, check_runtime_support
-from onnxprune.importance import score_units
 from onnxprune.options import CompressOptions, build_options
-from onnxprune.planning import CostModel, make_plan
+from onnxprune.planning import CostModel
 from onnxprune.reporting import group_rows, layer_rows
 from onnxprune.reporting.report import report_path, write_report
 from onnxprune.rewrite import apply_plan, channel_masks
@@ -54,6 +54,7 @@ class CompressResult:
     seconds: float
     notes: list[str]
     version: str = __version__
+    calibration: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -126,8 +127,9 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         check_destination(destination, model)
     loaded, original, analysis = _prepare(model, options)
     cost = CostModel(analysis)
-    scores = score_units(analysis, options.criterion, options.seed)
-    plan = make_plan(analysis, scores, options.plan_options())
+    calib = open_calibration(options, loaded.model)  # data-driven steps: onnxprune.calibrated
+    scores = calib.scores(analysis)
+    plan = calib.plan(analysis, scores, original)
     groups = group_rows(analysis, cost)
     for row in groups:
         row["kept"] = plan.kept.get(row["index"], row["channels"])
@@ -143,6 +145,11 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         staged_path = staged.write(analysis.model, loaded.external_data or None)
         check = verify(original, str(staged_path), masks, seed=options.seed,
                        original_path=str(loaded.path) if loaded.path else None)
+        if calib.recovery_method() != "none":  # refit after the oracle passed, check again
+            calib.apply_recovery(analysis, plan.removed_units, original)
+            staged_path = staged.write(analysis.model, loaded.external_data or None)
+            verify(original, str(staged_path), None, seed=options.seed,
+                   original_path=str(loaded.path) if loaded.path else None)
         size_after = _file_size(staged_path, staged.data_name)
         out_path = staged.commit() if write else None
     result = CompressResult(
@@ -152,7 +159,8 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         macs_before=cost.original.macs, macs_after=after.macs,
         size_before=loaded.file_size, size_after=size_after,
         layers=layers, groups=groups, verification=check.to_dict(),
-        seconds=round(time.perf_counter() - started, 3), notes=loaded.notes,
+        seconds=round(time.perf_counter() - started, 3), notes=loaded.notes + calib.notes,
+        calibration=calib.report(),
     )
     if write and report:
         document = _report_document(result, options)

@@ -30,7 +30,8 @@ class CompressOptions(pydantic.BaseModel):
 
     target: float = pydantic.Field(..., gt=0.0, lt=1.0)
     metric: Literal["params", "flops"] = "params"
-    criterion: Literal["l1", "l2", "bn_scale", "fpgm", "random"] = "l1"
+    criterion: Literal["auto", "l1", "l2", "bn_scale", "fpgm", "random",
+                       "activation", "apoz", "taylor"] = "auto"
     scope: Literal["global", "uniform"] = "global"
     round_to: int = pydantic.Field(1, ge=1)
     min_keep: float = pydantic.Field(0.1, ge=0.0)
@@ -43,6 +44,19 @@ class CompressOptions(pydantic.BaseModel):
     bench_runs: int = pydantic.Field(50, ge=1)
     html_report: str | None = None
     mobile: bool = False
+    # -- calibration data, data-driven criteria, allocation, recovery (onnxprune.calibrated)
+    data: str | None = None
+    batch_size: int = pydantic.Field(32, ge=1)
+    max_samples: int | None = pydantic.Field(1024, ge=1)
+    image_size: tuple[int, int] | None = None
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    layout: Literal["nchw", "nhwc"] = "nchw"
+    channel_order: Literal["rgb", "bgr"] = "rgb"
+    allocation: Literal["threshold", "sensitivity"] = "threshold"
+    sensitivity_ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
+    recover: Literal["auto", "none", "bias", "lsq"] = "auto"
+    # -- end of calibration options
 
     def plan_options(self):
         from onnxprune.planning import PlanOptions

@@ -11,6 +11,7 @@ from click.core import ParameterSource
 from rich.table import Table
 
 from onnxprune.cli.common import emit_json, guard, quiet_status, stdout
+from onnxprune.cli.data_options import DATA_OPTION_NAMES, data_options, parse_floats
 from onnxprune.errors import UsageError
 
 # CLI parameter name -> option key (only where they differ)
@@ -39,8 +40,10 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
               help="Output path (default: <model>.pruned.onnx).")
 @click.option("--metric", type=click.Choice(["params", "flops"]), default="params",
               show_default=True)
-@click.option("--criterion", type=click.Choice(["l1", "l2", "bn_scale", "fpgm", "random"]),
-              default="l1", show_default=True)
+@click.option("--criterion", type=click.Choice(["auto", "l1", "l2", "bn_scale", "fpgm", "random",
+                                               "activation", "apoz", "taylor"]),
+              default="auto", show_default=True,
+              help="auto: taylor with --data, l1 without.")
 @click.option("--scope", type=click.Choice(["global", "uniform"]), default="global",
               show_default=True)
 @click.option("--round-to", type=int, default=1, show_default=True,
@@ -62,6 +65,17 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.option("--mobile", is_flag=True,
               help="Also export the result to ORT format (.ort) with a mobile usability check.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+# -- calibration data, allocation, recovery (onnxprune.calibrated)
+@data_options
+@click.option("--allocation", type=click.Choice(["threshold", "sensitivity"]),
+              default="threshold", show_default=True,
+              help="sensitivity: per-group ratios from measured damage (needs --data).")
+@click.option("--ratios", "sensitivity_ratios", callback=parse_floats,
+              default="0.1,0.3,0.5,0.7", show_default=True,
+              help="Ratios measured for --allocation sensitivity.")
+@click.option("--recover", type=click.Choice(["auto", "none", "bias", "lsq"]), default="auto",
+              show_default=True, help="Training-free recovery; auto: bias with --data.")
+# -- end of calibration options
 @click.pass_context
 @guard
 def command(ctx: click.Context, model: str | None, config: str | None, output: str | None,
@@ -74,6 +88,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     names = ["target", "metric", "criterion", "scope", "round_to", "min_keep", "ignore", "seed",
              "no_equivalence_check", "prune_hidden", "bench", "bench_runs", "html_report",
              "mobile"]
+    names += [*DATA_OPTION_NAMES, "allocation", "sensitivity_ratios", "recover"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:

@@ -24,7 +24,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["GroupOptions", "Plan", "PlanOptions", "make_plan"]
+__all__ = ["GroupOptions", "Plan", "PlanOptions", "group_options", "make_plan"]
 
 import dataclasses
 import itertools
@@ -276,6 +276,12 @@ class _Searcher:
                                 or [np.zeros(0)])
         uniq = np.unique(values)
         return np.append(np.nextafter(uniq, np.inf), np.inf)
+
+
+def group_options(analysis: Analysis, scores: np.ndarray, options: PlanOptions,
+                  ) -> list[GroupOptions]:
+    """Feasible removal counts and unit order (rule 3) of every prunable group."""
+    return [opts for opts, _ in _Searcher(analysis, scores, options).groups]
 
 
 def make_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> Plan:

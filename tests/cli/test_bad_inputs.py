@@ -150,8 +150,8 @@ def test_disk_full_during_write(tmp_path, monkeypatch):
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("phase", ["load_model", "analyze", "make_plan", "apply_plan", "verify",
-                                   "write_report"])
+@pytest.mark.parametrize("phase", ["load_model", "analyze", "open_calibration", "apply_plan",
+                                   "verify", "write_report"])
 def test_ctrl_c_at_any_phase_leaves_nothing(tmp_path, monkeypatch, phase):
     import sys
 

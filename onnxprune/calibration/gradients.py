@@ -1,0 +1,228 @@
+"""Per-sample gradients of a loss with respect to channel gates, from ORT training.
+
+Method (the "gate" formulation of Molchanov et al. 2019 / Fisher pruning, Theis et
+al. 2018): every probe tensor ``a`` is multiplied by a trainable gate ``g`` of shape
+``[B, ..., C, ...]`` (batch and the probe's channel axis; ones), the only
+trainable parameters. Then ``dL/dg[n, p] = sum over the other axes of a * dL/da``
+for sample ``n`` and position ``p``: the first-order change of the loss when that
+position is zeroed, which is what removing its unit does (masked equivalence).
+ORT 1.19 returns gradients for initializers only, hence gates rather than
+activations as inputs.
+
+Loss cases:
+
+1. Classifier (first output ``[N, K]`` logits): cross-entropy against labels
+   *sampled* from the model's own softmax, summed over the batch (the true Fisher
+   information; a distillation loss against the original's distribution). With
+   ``use_labels=True`` and labels in the data, the given labels are used instead
+   (the empirical Fisher). On the digits CNN, which fits its training data
+   perfectly, the given labels carry almost no gradient and rank channels worse
+   (docs/calibration.md), hence the default.
+2. Other outputs: ``sum_o r_o * y_o`` with ``r_o ~ N(0, 1/var(y_o))``: the gradient
+   of an MSE distillation loss against the original outputs plus Gaussian noise
+   (the Fisher of a Gaussian output model), normalised per output.
+
+A plain distillation loss (KL or MSE against the original outputs) is useless: the
+gated model *is* the original at ``g = 1``, so its gradient is exactly zero.
+
+Batches are padded to the fixed gate batch ``B``; padded rows carry zero loss weight
+and are discarded.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GateGradients"]
+
+import logging
+import tempfile
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxprune.calibration.graph_edit import multiply_tensors
+from onnxprune.calibration.probes import Probe
+from onnxprune.calibration.trainable import differentiable_copy, import_training
+from onnxprune.data import DataSource
+from onnxprune.errors import DataError, UnsupportedModelError
+from onnxprune.graph import runtime
+
+logger = logging.getLogger(__name__)
+
+_LOSS = "onnxprune_loss"
+
+
+def _gate_name(index: int) -> str:
+    return f"onnxprune_gate_{index}"
+
+
+def _reaching_outputs(model: onnx.ModelProto, probes: list[Probe]) -> list[Probe]:
+    """The probes from which some graph output can be reached (others get no gradient)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    ancestors, frontier = set(), [o.name for o in model.graph.output]
+    while frontier:
+        name = frontier.pop()
+        if name in ancestors:
+            continue
+        ancestors.add(name)
+        node = producers.get(name)
+        if node is not None:
+            frontier.extend(i for i in node.input if i)
+    return [p for p in probes if p.name in ancestors]
+
+
+class GateGradients:
+    """Build once, then ``stream(data)`` per-sample gate gradients batch by batch."""
+
+    def __init__(self, model: onnx.ModelProto, probes: list[Probe], batch: int,
+                 data: DataSource, seed: int = 0, use_labels: bool = False) -> None:
+        self.model, self.batch, self.seed = model, batch, seed
+        self.probes = _reaching_outputs(model, probes)
+        self.reference = runtime.make_session(model)
+        self.outputs = self.reference.get_outputs()
+        first = self.outputs[0]
+        self.classifier = (first.type == "tensor(float)" and len(first.shape) == 2
+                           and isinstance(first.shape[1], int) and first.shape[1] > 1)
+        self.use_labels = use_labels and data.has_labels and self.classifier
+        if use_labels and data.has_labels and not self.classifier:
+            logger.warning("labels are ignored for gradients: the first output is not "
+                           "[N, K] logits")
+        self._tmp = tempfile.TemporaryDirectory(prefix="onnxprune-grad-")
+        self._build(data)
+
+    # -- graph -----------------------------------------------------------------------
+    def _build(self, data: DataSource) -> None:
+        artifacts, api = import_training()
+        feeds = self._pad(next(data.batches(self.batch)))[0]
+        shapes = {o.name: r.shape for o, r in zip(self.outputs, self.reference.run(None, feeds))}
+        proto = differentiable_copy(runtime.to_runtime_proto(self.model), self.batch)
+        self._insert_gates(proto)
+        self.loss_inputs = self._append_loss(proto, shapes)
+        names = [_gate_name(i) for i in range(len(self.probes))]
+        folder = self._tmp.name
+        try:
+            artifacts.generate_artifacts(proto, requires_grad=names, frozen_params=[],
+                                         loss=None, artifact_directory=folder)
+            self.state = api.CheckpointState.load_checkpoint(f"{folder}/checkpoint")
+            self.module = api.Module(f"{folder}/training_model.onnx", self.state)
+        except Exception as exc:
+            first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise UnsupportedModelError(
+                "ONNX Runtime training cannot differentiate this model "
+                f"({type(exc).__name__}: {first_line}); use --criterion activation") from exc
+        self.module.train()
+        self.input_order = self.module.input_names()
+
+    def _insert_gates(self, proto: onnx.ModelProto) -> None:
+        graph = proto.graph
+        for index, probe in enumerate(self.probes):
+            shape = [1] * probe.rank
+            shape[0], shape[probe.axis] = self.batch, len(probe.ids)
+            graph.initializer.append(numpy_helper.from_array(
+                np.ones(shape, np.float32), _gate_name(index)))
+        multiply_tensors(graph, {p.name: _gate_name(i) for i, p in enumerate(self.probes)},
+                         "gated")
+
+    def _append_loss(self, proto: onnx.ModelProto, shapes: dict[str, tuple]) -> list[str]:
+        graph = proto.graph
+        terms, inputs = [], []
+        if self.classifier:
+            logits = self.outputs[0].name
+            shape = list(shapes[logits])
+            graph.input.append(helper.make_tensor_value_info("onnxprune_onehot",
+                                                             TensorProto.FLOAT, shape))
+            graph.node.extend([
+                helper.make_node("LogSoftmax", [logits], ["onnxprune_logp"], axis=-1),
+                helper.make_node("Mul", ["onnxprune_logp", "onnxprune_onehot"],
+                                 ["onnxprune_ce_terms"]),
+                helper.make_node("ReduceSum", ["onnxprune_ce_terms"], ["onnxprune_ce_sum"],
+                                 keepdims=0),
+                helper.make_node("Neg", ["onnxprune_ce_sum"], ["onnxprune_term0"]),
+            ])
+            terms.append("onnxprune_term0")
+            inputs.append("onnxprune_onehot")
+        else:
+            for index, out in enumerate(self.outputs):
+                if out.type != "tensor(float)":
+                    continue
+                name = f"onnxprune_proj_{index}"
+                graph.input.append(helper.make_tensor_value_info(
+                    name, TensorProto.FLOAT, list(shapes[out.name])))
+                graph.node.extend([
+                    helper.make_node("Mul", [out.name, name], [f"{name}_terms"]),
+                    helper.make_node("ReduceSum", [f"{name}_terms"], [f"onnxprune_term{index}"],
+                                     keepdims=0),
+                ])
+                terms.append(f"onnxprune_term{index}")
+                inputs.append(name)
+            if not terms:
+                raise UnsupportedModelError("gradients need a float model output")
+        if len(terms) == 1:
+            graph.node.append(helper.make_node("Identity", terms, [_LOSS]))
+        else:
+            graph.node.append(helper.make_node("Sum", terms, [_LOSS]))
+        del graph.output[:]
+        graph.output.append(helper.make_tensor_value_info(_LOSS, TensorProto.FLOAT, []))
+        return inputs
+
+    # -- running ---------------------------------------------------------------------
+    def _pad(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+        real = len(next(iter(feeds.values())))
+        if real == self.batch:
+            return feeds, real
+        padded = {}
+        for name, array in feeds.items():
+            extra = np.zeros((self.batch - real, *array.shape[1:]), dtype=array.dtype)
+            padded[name] = np.concatenate([array, extra])
+        return padded, real
+
+    def _loss_feeds(self, feeds, labels, real: int, rng) -> dict[str, np.ndarray]:
+        outputs = self.reference.run(None, feeds)
+        if self.classifier:
+            logits = np.asarray(outputs[0], dtype=np.float64)
+            k = logits.shape[1]
+            if self.use_labels:
+                chosen = np.asarray(labels).astype(np.int64).reshape(-1)
+                if chosen.min(initial=0) < 0 or chosen.max(initial=0) >= k:
+                    raise DataError(f"labels must be class ids in [0, {k}) for a model with "
+                                    f"{k} outputs; got values in [{chosen.min()}, "
+                                    f"{chosen.max()}]")
+            else:
+                p = np.exp(logits[:real] - logits[:real].max(axis=1, keepdims=True))
+                p /= p.sum(axis=1, keepdims=True)
+                chosen = np.array([rng.choice(k, p=row) for row in p])
+            onehot = np.zeros((self.batch, k), np.float32)
+            onehot[np.arange(real), chosen[:real]] = 1.0
+            return {"onnxprune_onehot": onehot}
+        result = {}
+        for index, (_out, value) in enumerate(zip(self.outputs, outputs)):
+            name = f"onnxprune_proj_{index}"
+            if name not in self.loss_inputs:
+                continue
+            scale = float(np.std(value[:real])) or 1.0
+            noise = rng.standard_normal(value.shape).astype(np.float32) / scale
+            noise[real:] = 0.0
+            result[name] = noise
+        return result
+
+    def stream(self, data: DataSource) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """``(real rows, [gate gradient per probe, shape [rows, positions]])`` per batch."""
+        rng = np.random.default_rng(self.seed)
+        for labels, feeds in data.labeled_batches(self.batch):
+            feeds, real = self._pad(feeds)
+            if labels is not None and len(labels) < self.batch:
+                labels = np.concatenate([labels, np.zeros(self.batch - len(labels),
+                                                          labels.dtype)])
+            all_feeds = {**feeds, **self._loss_feeds(feeds, labels, real, rng)}
+            self.module.lazy_reset_grad()
+            self.module(*[all_feeds[name] for name in self.input_order])
+            grads = []
+            for index, probe in enumerate(self.probes):
+                grad = self.state.parameters[_gate_name(index)].grad
+                grad = np.moveaxis(np.asarray(grad, dtype=np.float64), probe.axis, -1)
+                grads.append(grad.reshape(self.batch, -1)[:real])
+            yield real, grads
+
+    def close(self) -> None:
+        self._tmp.cleanup()

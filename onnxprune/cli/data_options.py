@@ -1,0 +1,67 @@
+"""Click options for calibration data, shared by ``compress`` and ``sensitivity``."""
+
+from __future__ import annotations
+
+__all__ = ["DATA_OPTION_NAMES", "data_options", "parse_floats", "parse_size"]
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+# option keys these flags set (same names in CompressOptions and recipes)
+DATA_OPTION_NAMES = ["data", "batch_size", "max_samples", "image_size", "mean", "std", "layout",
+                     "channel_order"]
+
+
+def parse_floats(ctx: click.Context, param: click.Parameter, value: str | None,
+                 ) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+
+
+def parse_size(ctx: click.Context, param: click.Parameter, value: str | None,
+               ) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        sizes = tuple(int(p) for p in parts if p)
+    except ValueError:
+        raise click.BadParameter(f"expected H,W or N, got {value!r}") from None
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise click.BadParameter(f"expected H,W or N, got {value!r}")
+    return sizes
+
+
+def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--data``, ``--batch-size``, ``--max-samples`` and the image options."""
+    options = [
+        click.option("--data", type=click.Path(path_type=str),
+                     help="Calibration data: .npz (keys = input names [+ labels]), .npy, "
+                          "or a folder of .npz/.npy shards or images."),
+        click.option("--batch-size", type=int, default=32, show_default=True,
+                     help="Samples per model run on the data."),
+        click.option("--max-samples", type=int, default=1024, show_default=True,
+                     help="Use at most N samples of --data (a seeded random subset)."),
+        click.option("--image-size", callback=parse_size,
+                     help="Image folders: resize to H,W (default: the model's input size)."),
+        click.option("--mean", callback=parse_floats, default="0",
+                     help="Image folders: per-channel mean of [0,1] pixels, e.g. "
+                          "0.485,0.456,0.406."),
+        click.option("--std", callback=parse_floats, default="1",
+                     help="Image folders: per-channel std, e.g. 0.229,0.224,0.225."),
+        click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw",
+                     show_default=True, help="Image folders: the model's input layout."),
+        click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default="rgb",
+                     show_default=True, help="Image folders: channel order the model expects."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func

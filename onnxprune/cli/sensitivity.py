@@ -1,0 +1,68 @@
+"""``onnxprune sensitivity``: damage of pruning each group alone at several ratios."""
+
+from __future__ import annotations
+
+__all__ = ["command"]
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from onnxprune.cli.common import emit_json, guard, quiet_status, stdout
+from onnxprune.cli.data_options import data_options, parse_floats
+
+
+@click.command("sensitivity")
+@click.argument("model", type=click.Path(path_type=str))
+@data_options
+@click.option("--ratios", callback=parse_floats, default="0.1,0.3,0.5,0.7", show_default=True,
+              help="Fractions of each group's channels to remove.")
+@click.option("--criterion", type=click.Choice(["l1", "l2", "bn_scale", "fpgm", "random",
+                                               "activation", "apoz", "taylor"]),
+              default="l1", show_default=True, help="Which channels go first in each group.")
+@click.option("--min-keep", type=float, default=0.1, show_default=True)
+@click.option("--round-to", type=int, default=1, show_default=True)
+@click.option("--ignore", multiple=True, help="Glob of node/initializer names to keep whole.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=str), help="Write the JSON here.")
+@click.option("--plot", type=click.Path(path_type=str), help="Write a PNG plot here.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@guard
+def command(model: str, ratios: tuple[float, ...], output: str | None, plot: str | None,
+            as_json: bool, **options: Any) -> None:
+    """Prune each prunable group of MODEL alone at each ratio; measure the damage on --data
+    (synthetic inputs without it): KL/cosine to the original outputs, accuracy with labels."""
+    from onnxprune.sensitivity import plot_sensitivity, sensitivity_file, write_json
+
+    with quiet_status("measuring...", not as_json):
+        result = sensitivity_file(model, ratios=ratios, **options)
+    if output:
+        write_json(result, output)
+    if plot:
+        plot_sensitivity(result, plot)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    _print_table(result)
+
+
+def _print_table(result: Any) -> None:
+    table = Table(title=f"{result.model}: damage ({result.damage_metric}) on "
+                        f"{result.num_samples} samples"
+                        + (f", baseline accuracy {result.baseline_accuracy:.4f}"
+                           if result.baseline_accuracy is not None else ""))
+    table.add_column("#")
+    table.add_column("group")
+    table.add_column("channels")
+    for ratio in result.ratios:
+        table.add_column(f"{ratio:g}")
+    for group in result.groups:
+        cells = []
+        for point in group.points:
+            text = f"{point['damage']:.3g}"
+            if "accuracy" in point:
+                text += f" ({100 * point['accuracy']:.1f}%)"
+            cells.append(text)
+        table.add_row(str(group.index), group.name, str(group.channels), *cells)
+    stdout.print(table)

@@ -1,0 +1,128 @@
+"""Data-driven criteria: activation, apoz, taylor (gate gradients from ORT training)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+from onnxprune.analysis import analyze
+from onnxprune.calibration.graph_edit import multiply_tensors
+from onnxprune.calibration.probes import find_probes
+from onnxprune.calibration.trainable import differentiable_copy, import_training
+from onnxprune.errors import RuntimeMissingError
+from onnxprune.graph.runtime import to_runtime_proto
+from onnxprune.importance.data_criteria import data_criterion, taylor_scores
+from tests.calibration.models import ir_model, random_data, small_cnn
+from tests.oracle import session
+
+
+def conv1_units(analysis):
+    source = next(s for s in analysis.ctx.sources if s.node == "conv1")
+    return analysis.element_unit[source.start:source.start + source.size]
+
+
+@pytest.mark.parametrize("criterion", ["activation", "apoz", "taylor"])
+def test_dead_channels_score_lowest_and_the_model_is_unchanged(criterion):
+    model = ir_model(small_cnn(dead=(1, 4)))
+    analysis = analyze(model)
+    before = onnx.printer.to_text(ir.serde.serialize_model(model))
+    scores = data_criterion(criterion, random_data(model))(analysis, 0)
+    assert onnx.printer.to_text(ir.serde.serialize_model(model)) == before
+    units = conv1_units(analysis)
+    assert scores.shape == (analysis.num_units,) and np.all(scores >= 0)
+    assert set(np.argsort(scores[units])[:2]) == {1, 4}
+    assert np.allclose(scores[units][[1, 4]], 0.0)
+
+
+def test_apoz_is_the_fraction_of_nonzero_activations():
+    model = ir_model(small_cnn(dead=(2,)))
+    analysis = analyze(model)
+    data = random_data(model)
+    scores = data_criterion("apoz", data)(analysis, 0)
+    # conv1's channels are probed where conv2 reads them: the first ReLU's output
+    name = conv2_input(model)
+    relu = session(to_runtime_proto(_with_output(ir.serde.serialize_model(model), name)))
+    acts = relu.run([name], next(data.batches(64)))[0]
+    expected = (acts != 0).mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(scores[conv1_units(analysis)], expected, rtol=1e-6)
+
+
+def conv2_input(model) -> str:
+    return next(n for n in model.graph if n.name == "conv2").inputs[0].name
+
+
+def _with_output(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    proto.graph.output.append(onnx.ValueInfoProto(name=name))
+    return proto
+
+
+def _per_sample_loss(proto, probe, channel, factor, feeds, labels):
+    """Cross-entropy per sample with ``probe`` channel ``channel`` scaled by ``factor``."""
+    edited = onnx.ModelProto()
+    edited.CopyFrom(proto)
+    scale = np.ones((1, len(probe.ids), 1, 1), np.float32)
+    scale[0, channel] = factor
+    edited.graph.initializer.append(onnx.numpy_helper.from_array(scale, "fd_scale"))
+    multiply_tensors(edited.graph, {probe.name: "fd_scale"}, "fd")
+    logits = session(edited).run(None, feeds)[0].astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(labels)), labels]
+
+
+def test_taylor_equals_mean_squared_per_sample_gate_derivative():
+    """Fisher score of a unit = mean_n (dL_n/dg)^2, checked by central differences."""
+    model = ir_model(small_cnn())
+    analysis = analyze(model)
+    data = random_data(model, n=12, labels=4)
+    scores = taylor_scores(analysis, data, batch_size=5, use_labels=True)  # 5+5+2: padding
+    proto = to_runtime_proto(ir.serde.serialize_model(model))
+    probe = next(p for p in find_probes(analysis) if p.name == conv2_input(model))
+    feeds, labels = next(data.batches(12)), data.labels
+    units = conv1_units(analysis)
+    eps = 1e-2
+    for channel in (0, 3, 5):
+        up = _per_sample_loss(proto, probe, channel, 1 + eps, feeds, labels)
+        down = _per_sample_loss(proto, probe, channel, 1 - eps, feeds, labels)
+        fisher = np.mean(((up - down) / (2 * eps)) ** 2)
+        assert scores[units[channel]] == pytest.approx(fisher, rel=2e-2)
+
+
+def test_taylor_without_labels_samples_from_the_model():
+    model = ir_model(small_cnn(dead=(0,)))
+    analysis = analyze(model)
+    a = taylor_scores(analysis, random_data(model, n=16), 8, seed=0)
+    b = taylor_scores(analysis, random_data(model, n=16), 8, seed=0)
+    np.testing.assert_array_equal(a, b)
+    assert a[conv1_units(analysis)[0]] == 0 and a.max() > 0
+
+
+def test_differentiable_copy_keeps_the_function():
+    from tests.builders import GraphBuilder
+
+    b = GraphBuilder()
+    x = b.input(["N", 4, 5, 5], name="input")
+    h = b.op("HardSwish", [b.bn(b.conv(x, 4, 4), 4)])
+    h = b.op("HardSigmoid", [b.op("Dropout", [h])], alpha=0.3, beta=0.4)
+    b.output(h)
+    proto = b.model()
+    copy = differentiable_copy(proto, batch=3)
+    ops = {n.op_type for n in copy.graph.node}
+    assert not ops & {"BatchNormalization", "HardSwish", "HardSigmoid", "Dropout"}
+    feeds = {"input": np.random.default_rng(0).standard_normal((3, 4, 5, 5)).astype(np.float32)}
+    np.testing.assert_allclose(session(copy).run(None, feeds)[0],
+                               session(proto).run(None, feeds)[0], rtol=1e-5, atol=1e-6)
+    assert copy.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 3
+
+
+def test_missing_training_build_is_an_actionable_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime.training.artifacts", None)
+    with pytest.raises(RuntimeMissingError, match=r"pip install 'onnxprune\[train\]'.*activation"):
+        import_training()
+    model = ir_model(small_cnn())
+    with pytest.raises(RuntimeMissingError):
+        taylor_scores(analyze(model), random_data(model, n=4), 4)
