@@ -24,14 +24,15 @@ from onnxprune.analysis import Analysis, analyze
 from onnxprune.calibrated import open_calibration
 from onnxprune.errors import UnsupportedModelError
 from onnxprune.graph import load_model
-from onnxprune.graph.io import StagedOutput, check_destination
+from onnxprune.graph.io import StagedOutput, check_destination, weight_bytes
+from onnxprune.graph.shapes import dims
 from onnxprune.graph.validate import check_finite, check_runtime_support
 from onnxprune.options import CompressOptions, build_options
 from onnxprune.planning import CostModel
 from onnxprune.reporting import group_rows, layer_rows
 from onnxprune.reporting.report import report_path, write_report
 from onnxprune.rewrite import apply_plan, channel_masks
-from onnxprune.rewrite.verify import verify
+from onnxprune.rewrite.verify import Verification, verify, verify_declared
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +84,50 @@ def analyze_file(model: str | os.PathLike[str], ignore: tuple[str, ...] = (),
     }
 
 
+LARGE_MODEL_BYTES = 2**30
+
+
+def is_large(loaded) -> bool:
+    """Models whose weights exceed ``LARGE_MODEL_BYTES`` run in bounded memory: no
+    in-memory copy of the original, no original/masked runtime sessions. Decided
+    once, on the model as loaded (before pruning shrinks it)."""
+    if "large" not in loaded.facts:
+        loaded.facts["large"] = weight_bytes(loaded.model) > LARGE_MODEL_BYTES
+    return loaded.facts["large"]
+
+
+def _declared_outputs(model: ir.Model) -> list[tuple[str, str, tuple[int | None, ...] | None]]:
+    rows = []
+    for value in model.graph.outputs:
+        kind = f"tensor({_ORT_TYPE_NAMES.get(value.dtype, str(value.dtype).lower())})"
+        rows.append((value.name, kind, dims(value)))
+    return rows
+
+
+_ORT_TYPE_NAMES = {ir.DataType.FLOAT: "float", ir.DataType.DOUBLE: "double",
+                   ir.DataType.FLOAT16: "float16", ir.DataType.INT64: "int64",
+                   ir.DataType.INT32: "int32", ir.DataType.BOOL: "bool",
+                   ir.DataType.UINT8: "uint8", ir.DataType.INT8: "int8"}
+
+
+def _check_staged(loaded, original, staged_path, masks, options) -> Verification:
+    if is_large(loaded):
+        return verify_declared(_declared_outputs(loaded.model), str(staged_path),
+                               seed=options.seed)
+    return verify(original, str(staged_path), masks, seed=options.seed,
+                  original_path=str(loaded.path) if loaded.path else None)
+
+
 def _prepare(model: str | os.PathLike[str], options: CompressOptions) -> tuple:
     loaded = load_model(model)
     check_finite(loaded.model)
     loaded.notes.extend(check_runtime_support(loaded.model, loaded.opset))
     original = ir.serde.serialize_model(loaded.model)
-    if loaded.external_data:
+    if is_large(loaded):
+        loaded.notes.append(
+            f"large model ({weight_bytes(loaded.model) / 2**30:.1f} GiB of weights): the "
+            "original is not run; the result is checked against its declared outputs")
+    elif loaded.external_data:
         onnx.load_external_data_for_model(original, str(loaded.path.parent))
     analysis = analyze(loaded.model, prune_hidden=options.prune_hidden)
     analysis.ignore(options.ignore)
@@ -135,7 +174,8 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         row["kept"] = plan.kept.get(row["index"], row["channels"])
     after = cost.evaluate(plan.removed_units)
     layers = layer_rows(analysis, plan.removed_units)
-    masks = channel_masks(analysis, plan.removed_units) if options.verify_equivalence else None
+    check_masks = options.verify_equivalence and not is_large(loaded)
+    masks = channel_masks(analysis, plan.removed_units) if check_masks else None
     apply_plan(analysis, plan.removed_units)
     with contextlib.ExitStack() as stack:
         if not write:
@@ -143,13 +183,11 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
             destination = pathlib.Path(scratch) / destination.name
         staged = stack.enter_context(StagedOutput(destination, source=model))
         staged_path = staged.write(analysis.model, loaded.external_data or None)
-        check = verify(original, str(staged_path), masks, seed=options.seed,
-                       original_path=str(loaded.path) if loaded.path else None)
+        check = _check_staged(loaded, original, staged_path, masks, options)
         if calib.recovery_method() != "none":  # refit after the oracle passed, check again
             calib.apply_recovery(analysis, plan.removed_units, original)
             staged_path = staged.write(analysis.model, loaded.external_data or None)
-            verify(original, str(staged_path), None, seed=options.seed,
-                   original_path=str(loaded.path) if loaded.path else None)
+            _check_staged(loaded, original, staged_path, None, options)
         size_after = _file_size(staged_path, staged.data_name)
         out_path = staged.commit() if write else None
     result = CompressResult(

@@ -48,6 +48,7 @@ class LoadedModel:
     file_size: int
     external_data: bool
     notes: list[str] = dataclasses.field(default_factory=list)
+    facts: dict = dataclasses.field(default_factory=dict)
 
     @property
     def opset(self) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.errors import InvalidModelError, UnsupportedModelError
+from onnxprune.graph.tensors import CHUNK_BYTES, release
 
 _FLOATS = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16}
 
@@ -29,13 +30,24 @@ def check_finite(model: ir.Model) -> None:
         tensor = value.const_value
         if tensor is None or tensor.dtype not in _FLOATS:
             continue
-        if not np.isfinite(np.asarray(tensor.numpy(), dtype=np.float32)).all():
+        array = tensor.numpy()
+        finite = all(np.isfinite(chunk).all() for chunk in _chunks(array))
+        del array
+        release(value)
+        if not finite:
             bad.append(name)
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise InvalidModelError(
             f"weights contain NaN or Inf in {', '.join(repr(b) for b in bad[:3])}{more}; "
             "fix or re-export the model before pruning")
+
+
+def _chunks(array: np.ndarray):
+    flat = array.reshape(-1)
+    step = max(1, CHUNK_BYTES // max(array.itemsize, 1))
+    for start in range(0, flat.size, step):
+        yield flat[start:start + step]
 
 
 def check_runtime_support(model: ir.Model, opset: int) -> list[str]:

@@ -26,6 +26,7 @@ import numpy as np
 from onnxprune.analysis.context import Coupling
 from onnxprune.analysis.groups import Analysis
 from onnxprune.errors import UsageError
+from onnxprune.graph.tensors import reduce_rows, release
 
 logger = logging.getLogger(__name__)
 
@@ -33,24 +34,34 @@ _WEIGHT_ROLES = ("out", "in")
 
 
 def _position_stat(coupling: Coupling, stat: Callable[[np.ndarray, tuple[int, ...]], np.ndarray],
-                   ) -> np.ndarray:
-    """A statistic per position of the coupled axis (grouped axes flattened in order)."""
-    array = np.asarray(coupling.value.const_value.numpy(), dtype=np.float64)
-    if coupling.groups > 1:
-        blocks = np.split(array, coupling.groups, axis=0)
-        return np.concatenate([_position_stat_plain(b, coupling.axis, stat) for b in blocks])
-    return _position_stat_plain(array, coupling.axis, stat)
+                   chunked: bool = True) -> np.ndarray:
+    """A statistic per position of the coupled axis (grouped axes flattened in order).
+
+    Sum-like statistics are computed in chunks (large weights); others (``fpgm``)
+    need the whole tensor at once.
+    """
+    array = coupling.value.const_value.numpy()
+    plain = reduce_rows if chunked else _whole
+    try:
+        if coupling.groups > 1:
+            blocks = np.split(array, coupling.groups, axis=0)
+            return np.concatenate([plain(b, coupling.axis, stat) for b in blocks])
+        return plain(array, coupling.axis, stat)
+    finally:
+        del array
+        release(coupling.value)
 
 
-def _position_stat_plain(array, axis, stat) -> np.ndarray:
+def _whole(array, axis, stat) -> np.ndarray:
     others = tuple(i for i in range(array.ndim) if i != axis)
-    return stat(array, others)
+    return stat(np.asarray(array, dtype=np.float64), others)
 
 
-def _accumulate(analysis: Analysis, couplings: list[Coupling], stat) -> np.ndarray:
+def _accumulate(analysis: Analysis, couplings: list[Coupling], stat,
+                chunked: bool = True) -> np.ndarray:
     scores = np.zeros(analysis.num_units)
     for coupling in couplings:
-        values = _position_stat(coupling, stat)
+        values = _position_stat(coupling, stat, chunked)
         ids = coupling.ids
         valid = ids >= 0
         np.add.at(scores, analysis.element_unit[ids[valid]], values[valid])
@@ -96,7 +107,7 @@ def _fpgm_stat(array: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 
 def fpgm(analysis: Analysis, seed: int) -> np.ndarray:
-    return _accumulate(analysis, _roles(analysis, ("out",)), _fpgm_stat)
+    return _accumulate(analysis, _roles(analysis, ("out",)), _fpgm_stat, chunked=False)
 
 
 def random(analysis: Analysis, seed: int) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.analysis.context import Coupling
+from onnxprune.graph.tensors import release
 from onnxprune.rewrite.context import RewriteContext
 
 
@@ -46,10 +47,13 @@ def slice_initializers(ctx: RewriteContext) -> int:
         if all(k.all() for k in keeps):
             continue
         node = nodes[node_id]
-        array = node.inputs[index].const_value.numpy()
+        source = node.inputs[index]
+        array = source.const_value.numpy()
         ordered = sorted(zip(couplings, keeps), key=lambda ck: ck[0].groups == 1)
         for coupling, keep in ordered:
             array = _slice(array, coupling, keep)
         ctx.set_const_input(node, index, np.ascontiguousarray(array))
+        del array
+        release(source)
         changed += 1
     return changed

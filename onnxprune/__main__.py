@@ -1,0 +1,7 @@
+"""``python -m onnxprune`` runs the command line."""
+
+from __future__ import annotations
+
+from onnxprune.cli import main
+
+main()
