@@ -44,6 +44,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.calibration.graph_edit import multiply_tensors
 from onnxprune.calibration.probes import Probe
+from onnxprune.calibration.tap import quiet_session
 from onnxprune.calibration.trainable import differentiable_copy, import_training
 from onnxprune.data import DataSource
 from onnxprune.errors import DataError, UnsupportedModelError
@@ -96,7 +97,7 @@ class GateGradients:
                  data: DataSource, seed: int = 0, use_labels: bool = False) -> None:
         self.model, self.batch, self.seed = model, batch, seed
         self.probes = _reaching_outputs(model, probes)
-        self.reference = runtime.make_session(model)
+        self.reference = quiet_session(model)
         self.outputs = self.reference.get_outputs()
         first = self.outputs[0]
         self.classifier = (first.type == "tensor(float)" and len(first.shape) == 2
