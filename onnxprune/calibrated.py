@@ -31,6 +31,7 @@ from onnxprune.data import DataSource, ImageOptions, open_data, synthetic_source
 from onnxprune.errors import RuntimeMissingError, UnsupportedModelError
 from onnxprune.importance import score_units
 from onnxprune.importance.data_criteria import DATA_CRITERIA, data_criterion
+from onnxprune.options import CompressOptions
 from onnxprune.planning import Plan, make_plan
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ SYNTHETIC_SAMPLES = 128
 class Calibration:
     """Resolved data and choices for one run; ``report()`` goes into the result."""
 
-    options: object
+    options: CompressOptions
     data: DataSource | None
     synthetic: bool
     criterion: str = ""
@@ -126,7 +127,7 @@ class Calibration:
         }
 
 
-def open_calibration(options, model: ir.Model) -> Calibration:
+def open_calibration(options: CompressOptions, model: ir.Model) -> Calibration:
     """Open ``options.data`` for ``model`` (rule 1), or prepare for synthetic inputs."""
     if not options.data:
         return Calibration(options, None, False)

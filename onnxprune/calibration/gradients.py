@@ -34,6 +34,7 @@ from __future__ import annotations
 __all__ = ["GateGradients"]
 
 import logging
+import re
 import tempfile
 from collections.abc import Iterator
 
@@ -43,6 +44,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.calibration.graph_edit import multiply_tensors
 from onnxprune.calibration.probes import Probe
+from onnxprune.calibration.tap import quiet_session
 from onnxprune.calibration.trainable import differentiable_copy, import_training
 from onnxprune.data import DataSource
 from onnxprune.errors import DataError, UnsupportedModelError
@@ -55,6 +57,22 @@ _LOSS = "onnxprune_loss"
 
 def _gate_name(index: int) -> str:
     return f"onnxprune_gate_{index}"
+
+
+def _explain(exc: Exception) -> str:
+    """The useful part of an ORT training error (its C++ location stripped)."""
+    text = " ".join(str(exc).split())
+    op = re.search(r"has not been registered: (\w+)", text)
+    if op:
+        return f"no gradient for op {op.group(1)}"
+    kernel = re.search(r"Could not find an implementation for (\w+)", text)
+    if kernel:
+        return f"no CPU kernel for {kernel.group(1)}"
+    for marker in (" : FAIL : ", "was false. ", "] : "):
+        if marker in text:
+            text = text.rsplit(marker, 1)[1]
+            break
+    return text[:240]
 
 
 def _reaching_outputs(model: onnx.ModelProto, probes: list[Probe]) -> list[Probe]:
@@ -79,7 +97,7 @@ class GateGradients:
                  data: DataSource, seed: int = 0, use_labels: bool = False) -> None:
         self.model, self.batch, self.seed = model, batch, seed
         self.probes = _reaching_outputs(model, probes)
-        self.reference = runtime.make_session(model)
+        self.reference = quiet_session(model)
         self.outputs = self.reference.get_outputs()
         first = self.outputs[0]
         self.classifier = (first.type == "tensor(float)" and len(first.shape) == 2
@@ -107,10 +125,9 @@ class GateGradients:
             self.state = api.CheckpointState.load_checkpoint(f"{folder}/checkpoint")
             self.module = api.Module(f"{folder}/training_model.onnx", self.state)
         except Exception as exc:
-            first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             raise UnsupportedModelError(
-                "ONNX Runtime training cannot differentiate this model "
-                f"({type(exc).__name__}: {first_line}); use --criterion activation") from exc
+                f"ONNX Runtime training cannot differentiate this model ({_explain(exc)}); "
+                "use --criterion activation") from exc
         self.module.train()
         self.input_order = self.module.input_names()
 
@@ -158,10 +175,11 @@ class GateGradients:
                 inputs.append(name)
             if not terms:
                 raise UnsupportedModelError("gradients need a float model output")
-        if len(terms) == 1:
-            graph.node.append(helper.make_node("Identity", terms, [_LOSS]))
-        else:
-            graph.node.append(helper.make_node("Sum", terms, [_LOSS]))
+        total = terms[0]
+        for index, term in enumerate(terms[1:]):   # Add chain: ORT has no gradient for Sum
+            graph.node.append(helper.make_node("Add", [total, term], [f"onnxprune_total{index}"]))
+            total = f"onnxprune_total{index}"
+        graph.node.append(helper.make_node("Identity", [total], [_LOSS]))
         del graph.output[:]
         graph.output.append(helper.make_tensor_value_info(_LOSS, TensorProto.FLOAT, []))
         return inputs

@@ -7,12 +7,15 @@ docs/calibration.md). On a copy of the model, cases:
    ``s = gamma / sqrt(var + eps)``, ``t = beta - mean * s`` (ORT would otherwise
    train it with batch statistics).
 2. ``Dropout`` becomes ``Identity`` (inference semantics).
-3. ``HardSigmoid(x)`` becomes ``Clip(alpha * x + beta, 0, 1)`` and ``HardSwish(x)``
+3. ``LayerNormalization`` with one output gets its Mean/InvStdDev outputs declared
+   (ORT's gradient needs them).
+4. ``HardSigmoid(x)`` becomes ``Clip(alpha * x + beta, 0, 1)`` and ``HardSwish(x)``
    becomes ``x * Clip(x / 6 + 1/2, 0, 1)`` (no gradient builders for them).
-4. ``value_info`` is dropped and every graph input gets the static batch size, so
-   shapes re-infer consistently for the fixed-batch gradient model.
+5. ``value_info`` and initializers no node reads any more are dropped, and every graph
+   input gets the static batch size, so shapes re-infer consistently for the
+   fixed-batch gradient model.
 
-All rewrites compute the same function as the original in inference mode.
+All rewrites compute the same function as the original in inference mode (cases 1-5).
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def _const(graph: onnx.GraphProto, name: str, array: np.ndarray) -> str:
 
 
 def differentiable_copy(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
-    """A copy of ``model`` rewritten by cases 1-4."""
+    """A copy of ``model`` rewritten by cases 1-5."""
     try:
         proto = onnx.shape_inference.infer_shapes(model)
     except Exception:  # shapes only help find BN ranks; fall back to the plain copy
@@ -82,6 +85,10 @@ def differentiable_copy(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]
+    used = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     init_names = set(inits)
     for value in graph.input:
         if value.name in init_names:
@@ -107,6 +114,12 @@ def _rewrite(node: onnx.NodeProto, graph: onnx.GraphProto, inits: dict[str, np.n
         t = _const(graph, f"{prefix}_shift", shift.astype(dtype).reshape(shape))
         return [helper.make_node("Mul", [node.input[0], s], [f"{prefix}_mul"]),
                 helper.make_node("Add", [f"{prefix}_mul", t], [node.output[0]])]
+    if node.op_type == "LayerNormalization" and len(node.output) == 1:
+        extra = helper.make_node(node.op_type, node.input,
+                                 [node.output[0], f"{prefix}_mean", f"{prefix}_invstd"],
+                                 name=node.name, domain=node.domain)
+        extra.attribute.extend(node.attribute)
+        return [extra]
     if node.op_type == "Dropout" and (len(node.output) == 1 or not node.output[1]):
         return [helper.make_node("Identity", [node.input[0]], [node.output[0]])]
     if node.op_type in ("HardSigmoid", "HardSwish"):

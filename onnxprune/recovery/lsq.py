@@ -211,13 +211,13 @@ def refit(analysis, removed_units: np.ndarray, consumers: list[Consumer],
     rng = np.random.default_rng(settings.seed)
     ctx = RewriteContext(analysis, removed_units)
     fitted = 0
+    reference = Tap(original, list(dict.fromkeys(c.output.name for c in consumers)))
     for wave in waves(analysis.model, consumers):
         fits = []
         for consumer in wave:
             w0 = current_weight(consumer)
             n_out = w0.shape[0] if consumer.kind == "conv" else w0.shape[1]
             fits.append(_Fit(consumer, w0, current_bias(consumer, n_out), settings))
-        reference = Tap(original, [c.output.name for c in wave])
         pruned = Tap(runtime.to_runtime_proto(analysis.model), [c.data.name for c in wave])
         for feeds in data.batches(batch_size):
             targets = reference.run(feeds)

@@ -126,3 +126,42 @@ def test_missing_training_build_is_an_actionable_error(monkeypatch):
     model = ir_model(small_cnn())
     with pytest.raises(RuntimeMissingError):
         taylor_scores(analyze(model), random_data(model, n=4), 4)
+
+
+TAYLOR_ZOO = ["convnext_like.ts", "mobilenetv3_like.dynamo_keepbn", "resnet_basic.ts_keepbn",
+              "efficientnet_like.ts", "vgg_bn.dynamo_keepbn", "keras_cnn.tf2onnx"]
+
+
+@pytest.mark.parametrize("name", TAYLOR_ZOO)
+def test_taylor_runs_on_zoo_models_with_rewritten_ops(name):
+    """LayerNorm, HardSwish/HardSigmoid, BN, Dropout, SE: the gradient copy is exact and
+    every prunable unit gets a finite score."""
+    from onnxprune.graph import load_model
+    from tests.conftest import MODELS
+
+    model = load_model(MODELS / f"{name}.onnx").model
+    proto = to_runtime_proto(ir.serde.serialize_model(model))
+    data = random_data(model, n=4)
+    feeds = next(data.batches(4))
+    np.testing.assert_allclose(session(differentiable_copy(proto, 4)).run(None, feeds)[0],
+                               session(proto).run(None, feeds)[0], rtol=1e-4, atol=1e-5)
+    analysis = analyze(model)
+    scores = taylor_scores(analysis, data, 4)
+    prunable = np.concatenate([g.units[~g.blocked] for g in analysis.prunable_groups])
+    assert np.all(np.isfinite(scores)) and scores[prunable].max() > 0
+
+
+def test_auto_falls_back_to_activation_when_ort_cannot_differentiate(tmp_path):
+    from onnxprune.compress import compress
+    from onnxprune.errors import UnsupportedModelError
+    from tests.conftest import MODELS
+
+    model = MODELS / "unet.ts.onnx"   # ConvTranspose: no CPU gradient kernel in ORT 1.19
+    data = tmp_path / "d.npz"
+    np.savez(data, input=np.random.default_rng(0).standard_normal((4, 3, 32, 32))
+             .astype(np.float32))
+    result = compress(model, 0.3, output=tmp_path / "p.onnx", data=str(data))
+    assert result.calibration["criterion"] == "activation"
+    assert any("ConvTransposeGrad" in note for note in result.notes)
+    with pytest.raises(UnsupportedModelError, match=r"ConvTransposeGrad.*--criterion activation"):
+        compress(model, 0.3, output=tmp_path / "q.onnx", data=str(data), criterion="taylor")
