@@ -10,6 +10,7 @@ import pytest
 from onnxprune.compress import compress
 from onnxprune.graph.runtime import make_session
 from tests.conftest import zoo_files
+from tests.oracle import feeds_for
 
 CASES = [(p, "lsq") for p in zoo_files()] + \
     [(p, "bias") for p in zoo_files() if ".dynamo" not in p.name]
@@ -24,9 +25,7 @@ def test_recovered_model_is_valid(tmp_path, path, method):
     report = result.calibration["recovery"]
     assert report["layers"] or report["skipped"]
     original = make_session(str(path))
-    feeds = {i.name: np.random.default_rng(0).standard_normal(
-        [d if isinstance(d, int) else 2 for d in i.shape]).astype(np.float32)
-        for i in original.get_inputs()}
+    feeds = feeds_for(original, 2)
     want = original.run(None, feeds)
     got = make_session(str(tmp_path / "rec.onnx")).run(None, feeds)
     for w, g in zip(want, got):
