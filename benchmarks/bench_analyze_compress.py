@@ -41,7 +41,8 @@ def run(depths: list[int], repeat: int) -> list[dict]:
             path = pathlib.Path(tmp) / f"resnet50_x{depth}.onnx"
             onnx.save(build(depth), path)
             load_s = _time(lambda p=path: load_model(p))
-            analyze_s = _time(lambda p=path: analyze(load_model(p).model)) - load_s
+            model = load_model(path).model
+            analyze_s = _time(lambda m=model: analyze(m))
             best = min(
                 _time(lambda p=path: compress(p, 0.5, metric="flops", round_to=8,
                                               output=pathlib.Path(tmp) / "out.onnx"))

@@ -37,6 +37,15 @@ class Cost:
 
 
 class CostModel:
+    """Params and MACs for any set of removed units.
+
+    Evaluation is incremental: the model remembers the value of every cost term
+    (one per coupled initializer, one per MAC-counting node) for the last removal
+    set, and a new evaluation recomputes only the terms touching groups whose
+    units changed. Planning and per-group reports evaluate many removal sets that
+    differ in one or two groups, so this keeps them linear in model size.
+    """
+
     def __init__(self, analysis: Analysis) -> None:
         self.analysis = analysis
         self._params: list[tuple[tuple[int, ...], list]] = []
@@ -58,19 +67,72 @@ class CostModel:
             (node, rule) for node in analysis.model.graph
             if (rule := lookup(node.domain, node.op_type, opset)) is not None
         ]
-        self.original = self.evaluate(np.zeros(analysis.num_units, dtype=bool))
+        self._group_terms = self._index_terms()
+        empty = np.zeros(analysis.num_units, dtype=bool)
+        view = KeepView(analysis, empty)
+        self._last = empty
+        self._param_values = np.array([self._param_term(i, view)
+                                       for i in range(len(self._params))], dtype=np.float64)
+        self._mac_values = np.array([float(rule.macs(node, view))
+                                     for node, rule in self._mac_nodes], dtype=np.float64)
+        self.original = self._total()
 
+    # -- term bookkeeping --------------------------------------------------------------
+    def _groups_of(self, ids: np.ndarray) -> set[int]:
+        ids = ids[ids >= 0]
+        if not ids.size:
+            return set()
+        units = self.analysis.element_unit[ids]
+        return {int(g) for g in np.unique(self.analysis.unit_group[units])}
+
+    def _index_terms(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        params: dict[int, list[int]] = {}
+        macs: dict[int, list[int]] = {}
+        for i, (_, couplings) in enumerate(self._params):
+            for g in set().union(*(self._groups_of(c.ids) for c in couplings)):
+                params.setdefault(g, []).append(i)
+        ctx = self.analysis.ctx
+        for j, (node, _) in enumerate(self._mac_nodes):
+            touched: set[int] = set()
+            for value in (*node.inputs, *node.outputs):
+                layout = ctx.layout(value)
+                if layout is not None:
+                    touched |= self._groups_of(layout.ids)
+            for g in touched:
+                macs.setdefault(g, []).append(j)
+        return {g: (np.array(params.get(g, []), dtype=np.int64),
+                    np.array(macs.get(g, []), dtype=np.int64))
+                for g in range(len(self.analysis.groups))}
+
+    def _param_term(self, index: int, view: KeepView) -> float:
+        shape, couplings = self._params[index]
+        sizes = list(shape)
+        for coupling in couplings:
+            kept = int(view.keep_ids(coupling.ids).sum())
+            sizes[coupling.axis] = kept // coupling.groups
+        return float(math.prod(sizes))
+
+    def _total(self) -> Cost:
+        return Cost(int(self._fixed_params + self._param_values.sum()),
+                    float(self._mac_values.sum()))
+
+    # -- evaluation ----------------------------------------------------------------------
     def evaluate(self, removed_units: np.ndarray) -> Cost:
+        changed = np.flatnonzero(removed_units != self._last)
+        if not changed.size:
+            return self._total()
+        groups = np.unique(self.analysis.unit_group[changed])
+        terms = [self._group_terms[int(g)] for g in groups]
+        param_idx = np.unique(np.concatenate([t[0] for t in terms]))
+        mac_idx = np.unique(np.concatenate([t[1] for t in terms]))
         view = KeepView(self.analysis, removed_units)
-        params = self._fixed_params
-        for shape, couplings in self._params:
-            sizes = list(shape)
-            for coupling in couplings:
-                kept = int(view.keep_ids(coupling.ids).sum())
-                sizes[coupling.axis] = kept // coupling.groups
-            params += math.prod(sizes)
-        macs = sum(rule.macs(node, view) for node, rule in self._mac_nodes)
-        return Cost(int(params), float(macs))
+        for i in param_idx:
+            self._param_values[i] = self._param_term(int(i), view)
+        for j in mac_idx:
+            node, rule = self._mac_nodes[int(j)]
+            self._mac_values[j] = float(rule.macs(node, view))
+        self._last = removed_units.copy()
+        return self._total()
 
     def reduction(self, removed_units: np.ndarray, metric: str) -> float:
         before = self.original.get(metric)

@@ -133,3 +133,16 @@ def test_lower_scores_are_removed_first(resnet):
         removed = plan.removed_units[group.units]
         if removed.any() and (~removed).any():
             assert scores[group.units][removed].max() <= scores[group.units][~removed].min()
+
+
+@pytest.mark.parametrize("name", ["resnext.ts", "yolo_neck.ts", "bert_tiny.dynamo",
+                                  "densenet_like.dynamo_keepbn"])
+def test_incremental_cost_equals_fresh_evaluation(name):
+    analysis = analyze(load_model(MODELS / f"{name}.onnx").model)
+    incremental = CostModel(analysis)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        removed = rng.random(analysis.num_units) < rng.uniform(0, 0.6)
+        got = incremental.evaluate(removed)
+        fresh = CostModel(analysis).evaluate(removed)
+        assert got == fresh
