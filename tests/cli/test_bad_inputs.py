@@ -84,6 +84,9 @@ def make_input(case: str, folder: pathlib.Path) -> tuple[pathlib.Path, list[str]
             weight, model.graph.initializer[0].name))
         return write(path, model), []
     path = write(path, cnn())
+    if case == "data_mismatch":
+        np.savez(folder / "calib.npz", image=np.zeros((4, 3, 8, 8), np.float32))
+        return path, ["--data", str(folder / "calib.npz")]
     extra = {
         "target_range": ["--target", "1.2"],
         "unreachable": ["--target", "0.99"],
@@ -110,6 +113,7 @@ CASES = [
     ("target_range", ExitCode.USAGE, "'target'"),
     ("unreachable", ExitCode.UNREACHABLE_TARGET, "at most"),
     ("nonfinite", ExitCode.INVALID_MODEL, "NaN or Inf"),
+    ("data_mismatch", ExitCode.DATA, "'x'"),
     ("same_output", ExitCode.OUTPUT, "equals the input"),
     ("missing_folder", ExitCode.OUTPUT, "does not exist"),
     ("readonly_folder", ExitCode.OUTPUT, "could not write"),
