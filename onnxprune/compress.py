@@ -28,6 +28,7 @@ from onnxprune.graph.io import StagedOutput, check_destination
 from onnxprune.graph.validate import check_finite, check_runtime_support
 from onnxprune.options import CompressOptions, build_options
 from onnxprune.planning import CostModel
+from onnxprune.quantize.tolerance import equivalence_rtol
 from onnxprune.reporting import group_rows, layer_rows
 from onnxprune.reporting.report import report_path, write_report
 from onnxprune.rewrite import apply_plan, channel_masks
@@ -55,6 +56,12 @@ class CompressResult:
     notes: list[str]
     version: str = __version__
     calibration: dict | None = None
+    # -- sparsity modes and INT8 quantization (onnxprune.sparsity.flow)
+    sparsity: dict | None = None
+    quantization: dict | None = None
+    evaluation: dict | None = None
+    steps: list[dict] | None = None
+    # -- end
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -118,10 +125,17 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     file, or as keyword arguments of the same names (``metric``, ``criterion``,
     ``scope``, ``round_to``, ...). With ``write=False`` nothing is written (the
     result still describes the verified model). With ``report=True`` the result is
-    also written as ``<output>.report.json``.
+    also written as ``<output>.report.json``. ``mode="unstructured"`` / ``"n:m"`` and
+    ``quantize="int8"`` run :func:`onnxprune.sparsity.flow.compress_extended`.
     """
     started = time.perf_counter()
     options = _options(target, options, kwargs)
+    # -- sparsity modes and INT8 quantization: their own flow (onnxprune.sparsity.flow)
+    if options.mode != "structured" or options.quantize != "none":
+        from onnxprune.sparsity.flow import compress_extended
+
+        return compress_extended(model, output, options, write=write, report=report)
+    # -- end
     destination = pathlib.Path(output or default_output(model))
     if write:
         check_destination(destination, model)
@@ -144,7 +158,8 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         staged = stack.enter_context(StagedOutput(destination, source=model))
         staged_path = staged.write(analysis.model, loaded.external_data or None)
         check = verify(original, str(staged_path), masks, seed=options.seed,
-                       original_path=str(loaded.path) if loaded.path else None)
+                       original_path=str(loaded.path) if loaded.path else None,
+                       rtol=equivalence_rtol(original))  # QDQ models: onnxprune.quantize
         if calib.recovery_method() != "none":  # refit after the oracle passed, check again
             calib.apply_recovery(analysis, plan.removed_units, original)
             staged_path = staged.write(analysis.model, loaded.external_data or None)

@@ -11,7 +11,8 @@ aggregating over all members of its group:
    Pruning via Geometric Median): filters near the median are redundant.
 4. ``random``: uniform scores from a seeded generator (a baseline).
 
-Criteria read initializers only; they never change the model.
+Criteria read initializers only; they never change the model. A quantized weight
+(``DequantizeLinear`` of an integer initializer) is read dequantized.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from onnxprune.analysis.context import Coupling
 from onnxprune.analysis.groups import Analysis
+from onnxprune.analysis.rules.quant import dequantized
 from onnxprune.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ _WEIGHT_ROLES = ("out", "in")
 def _position_stat(coupling: Coupling, stat: Callable[[np.ndarray, tuple[int, ...]], np.ndarray],
                    ) -> np.ndarray:
     """A statistic per position of the coupled axis (grouped axes flattened in order)."""
-    array = np.asarray(coupling.value.const_value.numpy(), dtype=np.float64)
+    array = np.asarray(dequantized(coupling.node, coupling.input_index), dtype=np.float64)
     if coupling.groups > 1:
         blocks = np.split(array, coupling.groups, axis=0)
         return np.concatenate([_position_stat_plain(b, coupling.axis, stat) for b in blocks])
