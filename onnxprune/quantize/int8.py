@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 def _tools():
     try:
-        from onnxruntime import quantization
+        import onnxruntime.quantization as quantization
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as exc:
         raise RuntimeMissingError(

@@ -32,7 +32,8 @@ def print_summary(result: Any, console: Console) -> None:
     evaluation = result.evaluation or {}
     table = Table(title=Text(f"evaluation on {evaluation.get('samples', 0)} samples of "
                              f"{evaluation.get('data', '-')}"))
-    for column in ("model", "file bytes", "gzip bytes", "accuracy", "top-1 agreement",
+    table.add_column("model", no_wrap=True, min_width=11)
+    for column in ("file bytes", "gzip bytes", "accuracy", "top-1 agreement",
                    "max rel. diff", "p50 latency (1 thread)"):
         table.add_column(column)
     for row in evaluation.get("models", []):
