@@ -4,7 +4,9 @@ Rules:
 
 1. ``onnxruntime.quantization`` is imported lazily; without it a
    :class:`RuntimeMissingError` says what to install.
-2. The model is first lowered to the IR version the runtime reads and pre-processed
+2. The model is first lowered to the IR version the runtime reads, converted to opset 13
+   when older (per-channel QDQ needs the ``axis`` of opset 13; when the conversion fails,
+   weights get per-tensor scales and a note says so), and pre-processed
    with ``quant_pre_process`` (symbolic shape inference, basic graph optimization,
    ONNX shape inference), as ONNX Runtime recommends; when pre-processing fails the
    model is quantized as it is and a note says why.
@@ -25,6 +27,7 @@ import pathlib
 import tempfile
 
 import onnx
+import onnx.version_converter
 
 from onnxprune.data import DataSource
 from onnxprune.errors import RuntimeMissingError, UnsupportedModelError
@@ -45,6 +48,21 @@ def _tools():
     return quantization, quant_pre_process
 
 
+def _opset_13(proto: onnx.ModelProto, per_channel: bool, notes: list[str],
+              ) -> tuple[onnx.ModelProto, bool]:
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset >= 13 or not per_channel:
+        return proto, per_channel
+    try:
+        converted = onnx.version_converter.convert_version(proto, 13)
+    except Exception as exc:  # the converter does not know every op
+        notes.append(f"opset {opset} could not be converted to 13 for per-channel "
+                     f"quantization ({type(exc).__name__}); weights use per-tensor scales")
+        return proto, False
+    notes.append(f"converted from opset {opset} to 13 for per-channel quantization")
+    return converted, per_channel
+
+
 def quantize_int8(model: str | pathlib.Path, output: str | pathlib.Path,
                   data: DataSource | None, *, per_channel: bool = True,
                   batch_size: int = 32) -> dict:
@@ -54,6 +72,8 @@ def quantize_int8(model: str | pathlib.Path, output: str | pathlib.Path,
     with tempfile.TemporaryDirectory(prefix="onnxprune-quant-") as scratch:
         lowered = pathlib.Path(scratch) / "lowered.onnx"
         proto = to_runtime_proto(onnx.load(str(model)))
+        proto, per_channel = _opset_13(proto, per_channel, info["notes"])
+        info["per_channel"] = per_channel
         onnx.save(proto, str(lowered))
         has_conv = any(n.op_type == "Conv" for n in proto.graph.node)
         source = pathlib.Path(scratch) / "preprocessed.onnx"

@@ -42,7 +42,7 @@ from onnxprune.compress import CompressResult, compress, default_output
 from onnxprune.data import DataSource, ImageOptions, open_data, synthetic_source
 from onnxprune.errors import UnsupportedModelError, VerificationError
 from onnxprune.graph import load_model
-from onnxprune.graph.io import StagedOutput, check_destination
+from onnxprune.graph.io import LoadedModel, StagedOutput, check_destination
 from onnxprune.graph.validate import check_finite, check_runtime_support
 from onnxprune.options import CompressOptions
 from onnxprune.planning import CostModel
@@ -60,7 +60,7 @@ SYNTHETIC_EVAL_SAMPLES = 64
 
 @dataclasses.dataclass
 class _Inputs:
-    loaded: object
+    loaded: LoadedModel
     original: onnx.ModelProto
     data: DataSource | None          # calibration / training data (real), or None
     evaluation: DataSource           # what evaluation runs on

@@ -112,3 +112,24 @@ def test_cli_prints_the_evaluation_table_and_writes_json(tmp_path):
     assert document["quantization"]["method"] == "static"
     bad = runner.invoke(main, ["compress", str(DIGITS), "--mode", "n:m", "-t", "0.5"])
     assert bad.exit_code == 2 and "does not apply to mode n:m" in bad.output
+
+
+def test_old_opset_is_converted_for_per_channel_qdq(tmp_path):
+    from tests.builders import GraphBuilder
+
+    b = GraphBuilder(opset=11)
+    h = b.op("Relu", [b.conv(b.input(["N", 3, 8, 8]), 3, 8, name="c1")])
+    b.output(b.conv(h, 8, 4, name="c2"))
+    onnx.save(b.model(), tmp_path / "o11.onnx")
+    np.savez(tmp_path / "calib.npz",
+             x=np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32))
+    result = compress(tmp_path / "o11.onnx", 0.5, output=tmp_path / "q.onnx",
+                      mode="unstructured", quantize="int8", data=str(tmp_path / "calib.npz"),
+                      report=False)
+    assert result.quantization["per_channel"]
+    assert any("converted from opset 11 to 13" in n for n in result.notes)
+    model = onnx.load(tmp_path / "q.onnx")
+    assert next(o.version for o in model.opset_import if o.domain == "") >= 13
+    int8_rel = _rows(result)["pruned+int8"]["max_rel_diff"]
+    pruned_rel = _rows(result)["pruned"]["max_rel_diff"]
+    assert abs(int8_rel - pruned_rel) < 0.1  # INT8 adds little to the pruning deviation
