@@ -29,6 +29,7 @@ from onnxprune.graph.shapes import dims
 from onnxprune.graph.validate import check_finite, check_runtime_support
 from onnxprune.options import CompressOptions, build_options
 from onnxprune.planning import CostModel
+from onnxprune.quantize.tolerance import equivalence_rtol
 from onnxprune.reporting import group_rows, layer_rows
 from onnxprune.reporting.report import report_path, write_report
 from onnxprune.rewrite import apply_plan, channel_masks
@@ -56,6 +57,12 @@ class CompressResult:
     notes: list[str]
     version: str = __version__
     calibration: dict | None = None
+    # -- sparsity modes and INT8 quantization (onnxprune.sparsity.flow)
+    sparsity: dict | None = None
+    quantization: dict | None = None
+    evaluation: dict | None = None
+    steps: list[dict] | None = None
+    # -- end
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -110,11 +117,12 @@ _ORT_TYPE_NAMES = {ir.DataType.FLOAT: "float", ir.DataType.DOUBLE: "double",
                    ir.DataType.UINT8: "uint8", ir.DataType.INT8: "int8"}
 
 
-def _check_staged(loaded, original, staged_path, masks, options) -> Verification:
+def _check_staged(loaded, original, staged_path, masks, options,
+                  rtol: float = 1e-4) -> Verification:
     if is_large(loaded):
         return verify_declared(_declared_outputs(loaded.model), str(staged_path),
                                seed=options.seed)
-    return verify(original, str(staged_path), masks, seed=options.seed,
+    return verify(original, str(staged_path), masks, seed=options.seed, rtol=rtol,
                   original_path=str(loaded.path) if loaded.path else None)
 
 
@@ -157,10 +165,17 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     file, or as keyword arguments of the same names (``metric``, ``criterion``,
     ``scope``, ``round_to``, ...). With ``write=False`` nothing is written (the
     result still describes the verified model). With ``report=True`` the result is
-    also written as ``<output>.report.json``.
+    also written as ``<output>.report.json``. ``mode="unstructured"`` / ``"n:m"`` and
+    ``quantize="int8"`` run :func:`onnxprune.sparsity.flow.compress_extended`.
     """
     started = time.perf_counter()
     options = _options(target, options, kwargs)
+    # -- sparsity modes and INT8 quantization: their own flow (onnxprune.sparsity.flow)
+    if options.mode != "structured" or options.quantize != "none":
+        from onnxprune.sparsity.flow import compress_extended
+
+        return compress_extended(model, output, options, write=write, report=report)
+    # -- end
     destination = pathlib.Path(output or default_output(model))
     if write:
         check_destination(destination, model)
@@ -183,7 +198,8 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
             destination = pathlib.Path(scratch) / destination.name
         staged = stack.enter_context(StagedOutput(destination, source=model))
         staged_path = staged.write(analysis.model, loaded.external_data or None)
-        check = _check_staged(loaded, original, staged_path, masks, options)
+        check = _check_staged(loaded, original, staged_path, masks, options,
+                              rtol=equivalence_rtol(original))  # QDQ: onnxprune.quantize
         if calib.recovery_method() != "none":  # refit after the oracle passed, check again
             calib.apply_recovery(analysis, plan.removed_units, original)
             staged_path = staged.write(analysis.model, loaded.external_data or None)

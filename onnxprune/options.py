@@ -28,7 +28,7 @@ class CompressOptions(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    target: float = pydantic.Field(..., gt=0.0, lt=1.0)
+    target: float | None = pydantic.Field(None, gt=0.0, lt=1.0)  # required unless mode n:m
     metric: Literal["params", "flops"] = "params"
     criterion: Literal["auto", "l1", "l2", "bn_scale", "fpgm", "random",
                        "activation", "apoz", "taylor"] = "auto"
@@ -57,6 +57,22 @@ class CompressOptions(pydantic.BaseModel):
     sensitivity_ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
     recover: Literal["auto", "none", "bias", "lsq"] = "auto"
     # -- end of calibration options
+    # -- sparsity modes, fine-tuning, INT8 quantization (onnxprune.sparsity, .quantize)
+    mode: Literal["structured", "unstructured", "n:m"] = "structured"
+    nm: str = pydantic.Field("2:4", pattern=r"^\s*\d+\s*:\s*\d+\s*$")
+    steps: int = pydantic.Field(1, ge=1)
+    finetune_epochs: float = pydantic.Field(0.0, ge=0.0)
+    finetune_lr: float = pydantic.Field(1e-3, gt=0.0)
+    quantize: Literal["none", "int8"] = "none"
+    eval_data: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _check_mode(self) -> CompressOptions:
+        from onnxprune.sparsity.options import check_mode_options
+
+        check_mode_options(self)
+        return self
+    # -- end of sparsity options
 
     def plan_options(self):
         from onnxprune.planning import PlanOptions
@@ -74,6 +90,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"unknown option '{key}' (allowed: {allowed})"
     if error["type"] == "missing":
         return f"option '{key}' is required"
+    if error["type"] == "value_error" and not error["loc"]:  # model validators
+        return str(error["msg"]).removeprefix("Value error, ")
     return f"option '{key}': {error['msg']} (got {error.get('input')!r})"
 
 

@@ -35,7 +35,9 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.argument("model", type=click.Path(path_type=str), required=False)
 @click.option("--config", "config", type=click.Path(path_type=str),
               help="Recipe file (.yaml/.yml/.json) with any of these options.")
-@click.option("--target", "-t", type=float, help="Fraction of the metric to remove, e.g. 0.5.")
+@click.option("--target", "-t", type=float,
+              help="Fraction of the metric to remove, e.g. 0.5 (--mode unstructured: fraction "
+                   "of Conv/Gemm/MatMul weights to zero).")
 @click.option("-o", "--output", type=click.Path(path_type=str),
               help="Output path (default: <model>.pruned.onnx).")
 @click.option("--metric", type=click.Choice(["params", "flops"]), default="params",
@@ -76,6 +78,25 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.option("--recover", type=click.Choice(["auto", "none", "bias", "lsq"]), default="auto",
               show_default=True, help="Training-free recovery; auto: bias with --data.")
 # -- end of calibration options
+# -- sparsity modes, fine-tuning, INT8 quantization (onnxprune.sparsity, onnxprune.quantize)
+@click.option("--mode", type=click.Choice(["structured", "unstructured", "n:m"]),
+              default="structured", show_default=True,
+              help="structured: remove channels; unstructured: zero single weights "
+                   "(--scope global|uniform=per layer); n:m: N:M pattern (--nm).")
+@click.option("--nm", default="2:4", show_default=True,
+              help="--mode n:m: at most N non-zeros in every M consecutive input weights.")
+@click.option("--steps", type=int, default=1, show_default=True,
+              help="Progressive steps on the cubic schedule (unstructured, n:m).")
+@click.option("--finetune-epochs", type=float, default=0.0, show_default=True,
+              help="Fine-tune after each step (ONNX Runtime training, masks held; needs "
+                   "--data); 0: one-shot.")
+@click.option("--finetune-lr", type=float, default=1e-3, show_default=True)
+@click.option("--quantize", type=click.Choice(["none", "int8"]), default="none",
+              show_default=True,
+              help="int8: quantize after pruning (static QDQ with --data, else dynamic).")
+@click.option("--eval-data", type=click.Path(path_type=str),
+              help="Held-out data (.npz with labels) for the accuracy/fidelity table.")
+# -- end of sparsity options
 @click.pass_context
 @guard
 def command(ctx: click.Context, model: str | None, config: str | None, output: str | None,
@@ -89,6 +110,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
              "no_equivalence_check", "prune_hidden", "bench", "bench_runs", "html_report",
              "mobile"]
     names += [*DATA_OPTION_NAMES, "allocation", "sensitivity_ratios", "recover"]
+    names += ["mode", "nm", "steps", "finetune_epochs", "finetune_lr", "quantize", "eval_data"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:
@@ -98,6 +120,11 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
         result = compress(model, output=output, options=options)
     if as_json:
         emit_json(result.to_dict())
+        return
+    if result.sparsity or result.quantization:  # onnxprune.sparsity
+        from onnxprune.sparsity.summary import print_summary
+
+        print_summary(result, stdout)
         return
     _print_summary(result)
 

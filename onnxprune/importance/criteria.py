@@ -11,7 +11,8 @@ aggregating over all members of its group:
    Pruning via Geometric Median): filters near the median are redundant.
 4. ``random``: uniform scores from a seeded generator (a baseline).
 
-Criteria read initializers only; they never change the model.
+Criteria read initializers only; they never change the model. A quantized weight
+(``DequantizeLinear`` of an integer initializer) is read dequantized.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from onnxprune.analysis.context import Coupling
 from onnxprune.analysis.groups import Analysis
+from onnxprune.analysis.rules.quant import dequantized
 from onnxprune.errors import UsageError
 from onnxprune.graph.tensors import reduce_rows, release
 
@@ -40,7 +42,7 @@ def _position_stat(coupling: Coupling, stat: Callable[[np.ndarray, tuple[int, ..
     Sum-like statistics are computed in chunks (large weights); others (``fpgm``)
     need the whole tensor at once.
     """
-    array = coupling.value.const_value.numpy()
+    array = dequantized(coupling.node, coupling.input_index)
     plain = reduce_rows if chunked else _whole
     try:
         if coupling.groups > 1:

@@ -2,8 +2,10 @@
 
 Rules:
 
-1. Parameters are the elements of floating-point initializers. A coupled axis
-   counts its kept positions (a grouped-conv axis: kept positions / groups).
+1. Parameters are the elements of floating-point initializers and of quantized
+   weights (integer initializers read by DequantizeLinear as input 0); the scales and
+   zero points of QuantizeLinear/DequantizeLinear are not. A coupled axis counts its
+   kept positions (a grouped-conv axis: kept positions / groups).
 2. MACs are what each op's rule reports (Conv, ConvTranspose, Gemm, MatMul);
    symbolic dimensions count as 1, i.e. MACs are per sample.
 """
@@ -36,6 +38,16 @@ class Cost:
         return float(self.params if metric == "params" else self.macs)
 
 
+def _is_param(value: ir.Value) -> bool:
+    """Rule 1: float initializers and quantized weights, without quantization params."""
+    uses = [(node.op_type, index) for node, index in value.uses()]
+    if any(op == "DequantizeLinear" and index == 0 for op, index in uses):
+        return True
+    if uses and all(op in ("QuantizeLinear", "DequantizeLinear") for op, _ in uses):
+        return False
+    return value.const_value.dtype in _FLOAT_TYPES
+
+
 class CostModel:
     """Params and MACs for any set of removed units.
 
@@ -55,7 +67,7 @@ class CostModel:
             by_value.setdefault(coupling.value, []).append(coupling)
         for value in analysis.model.graph.initializers.values():
             tensor = value.const_value
-            if tensor is None or tensor.dtype not in _FLOAT_TYPES:
+            if tensor is None or not _is_param(value):
                 continue
             shape = tuple(int(d) for d in tensor.shape)
             if value in by_value:

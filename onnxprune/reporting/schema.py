@@ -175,6 +175,14 @@ class CompressReport(_Open):
         None, description="curves: {name: {x: [...], y: [...]}} or a list of "
                           "{name, x, y}; see onnxprune.reporting.plots.sensitivity_curves")
     mobile: dict[str, Any] | None = Field(None, description="onnxprune.mobile.export_mobile()")
+    sparsity: dict[str, Any] | None = Field(
+        None, description="modes unstructured/n:m: per-layer sparsity, gzip sizes "
+                          "(onnxprune.sparsity.flow)")
+    quantization: dict[str, Any] | None = Field(
+        None, description="--quantize int8: method, format, types (onnxprune.quantize)")
+    evaluation: dict[str, Any] | None = Field(
+        None, description="original/pruned/pruned+int8: size, gzip size, accuracy, "
+                          "agreement, latency (onnxprune.sparsity.evaluate)")
 
 
 def _validate(model: type[BaseModel], document: dict, what: str) -> BaseModel:

@@ -12,6 +12,10 @@ compute their statistics over the kept channels in the pruned model, so the twin
 does the same: a ReduceMean over that axis is rescaled by ``C / C_kept`` (its masked
 input is zero at removed positions) and a LayerNormalization over it is replaced
 by the same normalisation written out with the mask.
+
+Quantized tensors (outputs of QuantizeLinear) are not masked: the float tensor
+entering QuantizeLinear is, and a zero quantizes to the zero point, which
+DequantizeLinear maps back to exactly zero.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ def masked_model(original: onnx.ModelProto, masks: dict[str, tuple[int, int, np.
     model.CopyFrom(original)
     graph = model.graph
     dtypes = _elem_types(model)
+    quantized = {out for node in graph.node if node.op_type == "QuantizeLinear"
+                 for out in node.output}
+    masks = {name: mask for name, mask in masks.items() if name not in quantized}
     renames = {name: f"{name}__masked" for name in masks}
     for node in graph.node:
         for i, name in enumerate(node.input):

@@ -8,8 +8,9 @@ from onnxprune.analysis.rules import (
     linear,
     norm,
     pooling,
+    quant,
     recurrent,
     shape_ops,
 )
 
-__all__ = ["conv", "elementwise", "linear", "norm", "pooling", "recurrent", "shape_ops"]
+__all__ = ["conv", "elementwise", "linear", "norm", "pooling", "quant", "recurrent", "shape_ops"]

@@ -11,6 +11,9 @@ Cases (W is Conv's ``[C_out, C_in/g, k...]``, ConvTranspose's ``[C_in, C_out/g, 
    lose the same number of channels in every group (equal-blocks constraint); the
    per-group axis of W is sliced block by block.
 4. W is not a constant initializer: the input layout is blocked, no source.
+5. W (or the bias) is ``DequantizeLinear`` of a constant integer tensor (QDQ models):
+   the integer tensor is sliced instead, with its per-channel scale and zero point
+   (see :mod:`onnxprune.analysis.rules.quant`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import onnx_ir as ir
 from onnxprune.analysis.context import AnalysisContext, describe
 from onnxprune.analysis.registry import OpRule, register
 from onnxprune.analysis.rules.common import attr_int, channel_first_ok
+from onnxprune.analysis.rules.quant import couple_weight, weight_source
 
 
 class _ConvBase(OpRule):
@@ -38,44 +42,44 @@ class _ConvBase(OpRule):
         return w_shape[1] * group, w_shape[0]
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        x, w = node.inputs[0], node.inputs[1]
+        x = node.inputs[0]
         layout = ctx.layout(x)
-        if not ctx.is_param(w):
+        weight = weight_source(node, 1)
+        if weight is None:
             ctx.block_layout(x, f"{describe(node)}: weight is not a constant initializer")
             return
         group = attr_int(node, "group", 1)
-        c_in, c_out = self.channels(tuple(w.const_value.shape), group)
+        c_in, c_out = self.channels(weight.shape, group)
         tracked = channel_first_ok(ctx, node, layout)
         y = node.outputs[0]
         if group > 1 and group == c_in:
-            self._depthwise(node, ctx, layout.ids if tracked else None, c_in, c_out)
+            self._depthwise(node, ctx, weight, layout.ids if tracked else None, c_in, c_out)
             return
         if tracked:
             if len(layout) != c_in:
                 ctx.block(layout.ids, f"{describe(node)}: input has {len(layout)} channels, "
                                       f"weight expects {c_in}")
             else:
-                ctx.couple(node, 1, self.in_axis, layout.ids, groups=group if self.in_axis else 1,
-                           role="in")
+                couple_weight(ctx, weight, self.in_axis, layout.ids,
+                              groups=group if self.in_axis else 1, role="in")
                 if group > 1:
                     ctx.equal_blocks(layout.ids, group, f"{describe(node)} has group={group}")
         ids = ctx.new_source(node, y, 1, c_out, self.kind)
-        ctx.couple(node, 1, self.out_axis, ids, groups=group if self.out_axis else 1, role="out")
-        if len(node.inputs) > 2 and node.inputs[2] is not None:
-            ctx.couple(node, 2, 0, ids, role="bias")
+        couple_weight(ctx, weight, self.out_axis, ids, groups=group if self.out_axis else 1,
+                      role="out")
+        _couple_bias(node, ctx, ids)
         if group > 1:
             ctx.equal_blocks(ids, group, f"{describe(node)} has group={group}")
 
-    def _depthwise(self, node: ir.Node, ctx: AnalysisContext, ids: np.ndarray | None,
+    def _depthwise(self, node: ir.Node, ctx: AnalysisContext, weight, ids: np.ndarray | None,
                    c_in: int, c_out: int) -> None:
         if ids is None or c_out % c_in:
             return
         out_ids = np.repeat(ids, c_out // c_in)
         ctx.set_layout(node.outputs[0], 1, out_ids)
         # depthwise weights hold one row block per input channel on axis 0 in both ops
-        ctx.couple(node, 1, 0, out_ids if self.out_axis == 0 else ids, role="out")
-        if len(node.inputs) > 2 and node.inputs[2] is not None:
-            ctx.couple(node, 2, 0, out_ids, role="bias")
+        couple_weight(ctx, weight, 0, out_ids if self.out_axis == 0 else ids, role="out")
+        _couple_bias(node, ctx, out_ids)
         node.meta["onnxprune.depthwise"] = True
 
     def patch(self, node, ctx) -> None:
@@ -84,18 +88,28 @@ class _ConvBase(OpRule):
             node.attributes["group"] = ir.AttrInt64("group", kept)
 
     def macs(self, node, ctx) -> float:
-        w = node.inputs[1]
-        if w is None or w.const_value is None:
+        weight = weight_source(node, 1)
+        if weight is None:
             return 0.0
         group = attr_int(node, "group", 1)
-        kernel = math.prod(w.const_value.shape[2:])
-        c_in = ctx.kept_count(node.inputs[0], fallback=w.const_value.shape[1] * group)
+        kernel = math.prod(weight.shape[2:])
+        c_in = ctx.kept_count(node.inputs[0], fallback=weight.shape[1] * group)
         if node.meta.get("onnxprune.depthwise"):
             group = max(c_in, 1)
         return self._macs(ctx, node, c_in, group, kernel)
 
     def _macs(self, ctx, node, c_in: int, group: int, kernel: int) -> float:
         return ctx.numel_kept(node.outputs[0]) * (c_in / group) * kernel
+
+
+def _couple_bias(node: ir.Node, ctx: AnalysisContext, ids: np.ndarray) -> None:
+    if len(node.inputs) < 3 or node.inputs[2] is None:
+        return
+    bias = weight_source(node, 2)
+    if bias is None:
+        ctx.block(ids, f"{describe(node)}: bias is not a constant")
+    else:
+        couple_weight(ctx, bias, 0, ids, role="bias")
 
 
 @register("Conv")

@@ -18,7 +18,10 @@ Cases for ``Y = A @ B (+ C)`` with B a constant initializer:
       carries none); on one input only they are blocked;
    c. A's row axis and B's column axis pass to the output's row/column axis;
    d. layouts that would land on two different output axes are blocked.
-5. com.microsoft Attention/MultiHeadAttention/GroupQueryAttention: a barrier.
+5. B (or Gemm's C) ``DequantizeLinear`` of a constant integer tensor (QDQ models): the
+   integer tensor is sliced, with its per-channel scale and zero point
+   (:mod:`onnxprune.analysis.rules.quant`).
+6. com.microsoft Attention/MultiHeadAttention/GroupQueryAttention: a barrier.
 """
 
 from __future__ import annotations
@@ -30,46 +33,48 @@ import onnx_ir as ir
 from onnxprune.analysis.context import AnalysisContext, describe
 from onnxprune.analysis.registry import OpRule, register
 from onnxprune.analysis.rules.common import attr_int, attr_ints
+from onnxprune.analysis.rules.quant import WeightSource, couple_weight, weight_source
 
 
-def _couple_k(node: ir.Node, ctx: AnalysisContext, layout, k_axis_b: int, k: int) -> None:
+def _couple_k(node: ir.Node, ctx: AnalysisContext, layout, weight: WeightSource,
+              k_axis_b: int, k: int) -> None:
     if len(layout) != k:
         ctx.block(layout.ids, f"{describe(node)}: input has {len(layout)} features, "
                               f"weight expects {k}")
     else:
-        ctx.couple(node, 1, k_axis_b, layout.ids, role="in")
+        couple_weight(ctx, weight, k_axis_b, layout.ids, role="in")
 
 
 @register("Gemm")
 class GemmRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        a, b = node.inputs[0], node.inputs[1]
+        a = node.inputs[0]
         layout = ctx.layout(a)
-        if not ctx.is_param(b):
+        weight = weight_source(node, 1)
+        if weight is None or len(weight.shape) != 2:
             ctx.block_inputs(node, f"{describe(node)}: weight B is not a constant initializer")
             return
         trans_a, trans_b = attr_int(node, "transA", 0), attr_int(node, "transB", 0)
         k_axis_b, n_axis_b = (1, 0) if trans_b else (0, 1)
-        k, n = b.const_value.shape[k_axis_b], b.const_value.shape[n_axis_b]
+        k, n = weight.shape[k_axis_b], weight.shape[n_axis_b]
         if layout is not None:
             if layout.axis == (0 if trans_a else 1):
-                _couple_k(node, ctx, layout, k_axis_b, k)
+                _couple_k(node, ctx, layout, weight, k_axis_b, k)
             else:
                 ctx.block(layout.ids, f"{describe(node)}: channels on the row axis of A")
         ids = ctx.new_source(node, node.outputs[0], 1, n, "Gemm output")
-        ctx.couple(node, 1, n_axis_b, ids, role="out")
+        couple_weight(ctx, weight, n_axis_b, ids, role="out")
         self._couple_bias(node, ctx, ids, n)
 
     @staticmethod
     def _couple_bias(node, ctx, ids, n) -> None:
         if len(node.inputs) < 3 or node.inputs[2] is None:
             return
-        c = node.inputs[2]
-        shape = ctx.shape(c)
-        if not ctx.is_param(c) or shape is None:
+        bias = weight_source(node, 2)
+        if bias is None:
             ctx.block(ids, f"{describe(node)}: bias C is not a constant")
-        elif shape and shape[-1] == n and n > 1:
-            ctx.couple(node, 2, len(shape) - 1, ids, role="bias")
+        elif bias.shape and bias.shape[-1] == n and n > 1:
+            couple_weight(ctx, bias, len(bias.shape) - 1, ids, role="bias")
 
     def macs(self, node, ctx) -> float:
         k_axis = 0 if attr_int(node, "transA", 0) else 1
@@ -92,9 +97,8 @@ class MatMulRule(OpRule):
             ctx.block_inputs(node, f"{describe(node)}: needs a constant 2-D weight "
                                    "as second input")
             return
-        owner, index, k_axis, n_axis = weight
-        shape = owner.inputs[index].const_value.shape
-        k, n = shape[k_axis], shape[n_axis]
+        source, k_axis, n_axis = weight
+        k, n = source.shape[k_axis], source.shape[n_axis]
         out = node.outputs[0]
         if layout is not None and rank_a >= 2 and layout.axis < rank_a - 1:
             ctx.set_layout(out, layout.axis + (ctx.rank(out) or rank_a) - rank_a, layout.ids)
@@ -104,11 +108,11 @@ class MatMulRule(OpRule):
                 ctx.block(layout.ids, f"{describe(node)}: input has {len(layout)} features, "
                                       f"weight expects {k}")
             else:
-                ctx.couple(owner, index, k_axis, layout.ids, role="in")
+                couple_weight(ctx, source, k_axis, layout.ids, role="in")
         if rank_a == 1:
             return
         ids = ctx.new_source(node, out, (ctx.rank(out) or rank_a) - 1, n, "MatMul output")
-        ctx.couple(owner, index, n_axis, ids, role="out")
+        couple_weight(ctx, source, n_axis, ids, role="out")
 
     def macs(self, node, ctx) -> float:
         b = node.inputs[1]
@@ -124,17 +128,19 @@ class MatMulRule(OpRule):
         return ctx.numel_kept(node.outputs[0]) * ctx.kept_count(node.inputs[0], axis=rank_a - 1)
 
 
-def _weight(ctx: AnalysisContext, node: ir.Node) -> tuple[ir.Node, int, int, int] | None:
-    """Where B's constant lives: ``(node, input, k_axis, n_axis)``.
+def _weight(ctx: AnalysisContext, node: ir.Node) -> tuple[WeightSource, int, int] | None:
+    """Where B's constant lives: ``(source, k_axis, n_axis)``.
 
-    B itself (a 2-D initializer), or ``Transpose(W)`` of a 2-D initializer that only
-    this MatMul reads (a torch Linear weight ``[N, K]`` transposed in the graph).
+    B itself (a 2-D initializer or dequantized integer initializer), or
+    ``Transpose(W)`` of a 2-D initializer that only this MatMul reads (a torch Linear
+    weight ``[N, K]`` transposed in the graph).
     """
     b = node.inputs[1]
     if b is None:
         return None
-    if ctx.is_param(b):
-        return (node, 1, 0, 1) if len(b.const_value.shape) == 2 else None
+    source = weight_source(node, 1)
+    if source is not None:
+        return (source, 0, 1) if len(source.shape) == 2 else None
     producer = b.producer()
     if producer is None or producer.op_type != "Transpose" or len(b.uses()) != 1:
         return None
@@ -142,7 +148,7 @@ def _weight(ctx: AnalysisContext, node: ir.Node) -> tuple[ir.Node, int, int, int
     perm = attr_ints(producer, "perm") or (1, 0)
     if not ctx.is_param(w) or len(w.const_value.shape) != 2 or tuple(perm) != (1, 0):
         return None
-    return producer, 0, 1, 0
+    return WeightSource(producer, 0, tuple(w.const_value.shape)), 1, 0
 
 
 def _activation_matmul(node: ir.Node, ctx: AnalysisContext) -> None:
