@@ -55,6 +55,7 @@ class CompressResult:
     notes: list[str]
     version: str = __version__
     calibration: dict | None = None
+    steps: list[dict] | None = None  # progressive pruning (onnxprune.training.progressive)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -122,6 +123,10 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     """
     started = time.perf_counter()
     options = _options(target, options, kwargs)
+    if options.finetunes():  # progressive pruning with fine-tuning: onnxprune.training
+        from onnxprune.training.progressive import compress_progressive
+
+        return compress_progressive(model, options, output=output, write=write, report=report)
     destination = pathlib.Path(output or default_output(model))
     if write:
         check_destination(destination, model)

@@ -57,6 +57,19 @@ class CompressOptions(pydantic.BaseModel):
     sensitivity_ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
     recover: Literal["auto", "none", "bias", "lsq"] = "auto"
     # -- end of calibration options
+    # -- progressive pruning and fine-tuning (onnxprune.training.progressive)
+    steps: int = pydantic.Field(1, ge=1)
+    finetune_epochs: float | None = pydantic.Field(None, ge=0.0)  # None: 3 if steps > 1
+    lr: float = pydantic.Field(1e-3, gt=0.0)
+    loss: Literal["distill", "ce", "mse"] = "distill"
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    temperature: float = pydantic.Field(4.0, gt=0.0)
+    eval_data: str | None = None
+    # -- end of fine-tuning options
+
+    def finetunes(self) -> bool:
+        """Whether compress runs the progressive/fine-tuning flow."""
+        return self.steps > 1 or bool(self.finetune_epochs)
 
     def plan_options(self):
         from onnxprune.planning import PlanOptions

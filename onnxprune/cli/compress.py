@@ -76,6 +76,25 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.option("--recover", type=click.Choice(["auto", "none", "bias", "lsq"]), default="auto",
               show_default=True, help="Training-free recovery; auto: bias with --data.")
 # -- end of calibration options
+# -- progressive pruning and fine-tuning (onnxprune.training)
+@click.option("--steps", type=int, default=1, show_default=True,
+              help="Prune in N steps on the cubic schedule, fine-tuning after each.")
+@click.option("--finetune-epochs", type=float,
+              help="Epochs of fine-tuning on --data after each step [default: 3 with "
+                   "--steps > 1, else 0].")
+@click.option("--lr", type=float, default=1e-3, show_default=True,
+              help="Fine-tuning learning rate (cosine decay).")
+@click.option("--loss", type=click.Choice(["distill", "ce", "mse"]), default="distill",
+              show_default=True,
+              help="distill: learn the original model's outputs; ce/mse: the data's labels.")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
+              show_default=True)
+@click.option("--temperature", type=float, default=4.0, show_default=True,
+              help="Distillation temperature for classifier outputs.")
+@click.option("--eval-data", type=click.Path(path_type=str),
+              help="Data for the per-step fidelity metrics (default: the calibration "
+                   "subset of --data).")
+# -- end of fine-tuning options
 @click.pass_context
 @guard
 def command(ctx: click.Context, model: str | None, config: str | None, output: str | None,
@@ -89,6 +108,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
              "no_equivalence_check", "prune_hidden", "bench", "bench_runs", "html_report",
              "mobile"]
     names += [*DATA_OPTION_NAMES, "allocation", "sensitivity_ratios", "recover"]
+    names += ["steps", "finetune_epochs", "lr", "loss", "optimizer", "temperature", "eval_data"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:
