@@ -34,7 +34,7 @@ from onnxprune.data import DataSource
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.graph import runtime
 from onnxprune.training.isolate import run_isolated
-from onnxprune.training.ort import import_training
+from onnxprune.training.ort import import_training, runtime_ready
 from onnxprune.training.params import with_weights
 from onnxprune.training.trainer import Job, Settings, run_job
 
@@ -99,8 +99,8 @@ def _verify(original: onnx.ModelProto, tuned: onnx.ModelProto,
         onnx.checker.check_model(tuned)
     except onnx.checker.ValidationError as exc:
         raise VerificationError(f"fine-tuned model fails onnx.checker: {exc}") from exc
-    before = runtime.make_session(original, optimize=False)
-    after = runtime.make_session(tuned)
+    before = runtime.make_session(runtime_ready(original), optimize=False)
+    after = runtime.make_session(runtime_ready(tuned))
     ref, new = before.run(None, feeds), after.run(None, feeds)
     for r_arg, n_arg, r, n in zip(before.get_outputs(), after.get_outputs(), ref, new):
         if (r_arg.name, r_arg.type, np.shape(r)) != (n_arg.name, n_arg.type, np.shape(n)):
@@ -124,7 +124,9 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
     Extra keyword arguments are :class:`onnxprune.training.trainer.Settings` fields:
     ``temperature`` (4.0), ``weight_decay`` (0.0), ``lr_schedule`` (cosine, linear,
     constant), ``warmup`` (fraction of steps), ``loss_weights`` (one per float output),
-    ``threads``, ``optimization`` (basic, extended, all), ``recalibrate_bn`` (True),
+    ``threads``, ``optimization`` (basic, extended, all), ``bn`` (``batch``: train
+    BatchNormalization with batch statistics and recompute the running ones afterwards;
+    ``frozen``: keep inference semantics), ``recalibrate_bn`` (True),
     ``bn_samples``, ``shuffle_pool``, ``max_steps`` (stop early).
     """
     unknown = set(settings) - {f.name for f in dataclasses.fields(Settings)}

@@ -21,6 +21,9 @@ Cases:
    only the last two axes change, ``MatMul`` with the matrices (any mode).
    ``tf_crop_and_resize``, the ``axes`` attribute and aspect-ratio policies decline.
 6. ``DepthToSpace``/``SpaceToDepth`` become ``Reshape -> Transpose -> Reshape``.
+7. With ``bn="frozen"``, an inference-form ``BatchNormalization`` becomes
+   ``x * s + t`` with ``s = scale / Sqrt(var + eps)`` and ``t = B - mean * s`` computed
+   in the graph from its initializers (scale and B stay trainable, the statistics fixed).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def _with_attrs(node: onnx.NodeProto, drop: tuple[str, ...], **attrs) -> onnx.No
     return copy
 
 
-def _auto_pad(node: onnx.NodeProto) -> bool:
+def _auto_pad(node: onnx.NodeProto, options: dict) -> bool:
     return any(a.name == "auto_pad" and a.s not in (b"", b"NOTSET") for a in node.attribute)
 
 
@@ -292,4 +295,24 @@ def depth_space(b: NodeBuilder) -> list[onnx.NodeProto] | str:
         x = b.reshape(b.x, [n, c, h // k, k, w // k, k])
         x = b.op("Transpose", [x], perm=[0, 3, 5, 1, 2, 4])
         b.reshape(x, [n, c * k * k, h // k, w // k], b.out)
+    return b.done()
+
+
+def _frozen_bn(node: onnx.NodeProto, options: dict) -> bool:
+    return options.get("bn") == "frozen"
+
+
+@rule("BatchNormalization", shapes=True, when=_frozen_bn)
+def frozen_batchnorm(b: NodeBuilder) -> list[onnx.NodeProto] | None:
+    if b.options.get("bn") != "frozen" or len([o for o in b.node.output if o]) != 1:
+        return None
+    shape = b.shape(b.x)
+    if shape is None:
+        return "input shape unknown"
+    eps = b.const(float(b.attr("epsilon", 1e-5)))
+    scale = b.op("Div", [b.input(1), b.op("Sqrt", [b.op("Add", [b.input(4), eps])])])
+    shift = b.op("Sub", [b.input(2), b.op("Mul", [b.input(3), scale])])
+    per_channel = [-1] + [1] * (len(shape) - 2)
+    y = b.op("Mul", [b.x, b.reshape(scale, per_channel)])
+    b.op("Add", [y, b.reshape(shift, per_channel)], b.out)
     return b.done()

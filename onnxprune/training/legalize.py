@@ -6,23 +6,25 @@ docs/finetune.md). :func:`legalize` returns a copy in which:
 
 1. Every graph input has the static training batch (AveragePool with a symbolic
    batch crashes ORT training with SIGFPE) and ``value_info`` is dropped.
-2. Each node whose op has a rule in :data:`RULES` (:mod:`onnxprune.training.rules`)
-   is replaced by the rule's differentiable nodes computing the same outputs. Rules
-   keep the original initializers as inputs (names unchanged), so trained values
-   map back onto the original graph one to one; weight transforms are graph ops.
+2. Each node whose op has a rule in :data:`RULES` (:mod:`legal_pointwise`,
+   :mod:`legal_spatial`) is replaced by the rule's differentiable nodes computing the
+   same outputs. Rules keep the original initializers as inputs (names unchanged), so
+   trained values map back onto the original graph one to one; weight transforms are
+   graph ops.
 3. Shape-dependent replacements (explicit pads, reshapes, interpolation matrices)
    use shapes and small values probed with one ONNX Runtime run on a real batch, and
    are checked locally: the replacement and the original node run on the probed
    inputs and must agree to ``1e-5`` relative, else the node is frozen instead.
 4. A node that has no gradient and no rule, or whose rule declines (returns a
-   reason), is *frozen*: every initializer it depends on is excluded from training,
-   so no gradient has to flow through it. The reason is recorded and logged as a
-   warning naming the node.
+   reason), or that ORT rejects when the training model is built (``extra_frozen``,
+   retried by :mod:`onnxprune.training.trainer`), is *frozen*: every initializer it
+   depends on is excluded from training, so no gradient has to flow through it. The
+   reason is recorded and logged as a warning naming the node.
 5. Nodes that no longer reach a graph output (e.g. the shape arithmetic of a
    replaced Resize) are removed.
 
 The result (:class:`Legalized`) runs as an inference model at the training batch
-and equals the original there; :mod:`onnxprune.training.finetune` checks this on a
+and equals the original there; :mod:`onnxprune.training.trainer` checks this on a
 batch before training.
 """
 
@@ -59,19 +61,20 @@ Rule = Callable[["NodeBuilder"], "list[onnx.NodeProto] | str | None"]
 class _Entry:
     func: Rule
     shapes: bool
-    when: Callable[[onnx.NodeProto], bool] | None
+    when: Callable[[onnx.NodeProto, dict], bool] | None
 
-    def probes(self, node: onnx.NodeProto) -> bool:
-        return self.shapes and (self.when is None or self.when(node))
+    def probes(self, node: onnx.NodeProto, options: dict) -> bool:
+        return self.shapes and (self.when is None or self.when(node, options))
 
 
 RULES: dict[str, _Entry] = {}
 
 
 def rule(*op_types: str, shapes: bool = False,
-         when: Callable[[onnx.NodeProto], bool] | None = None) -> Callable[[Rule], Rule]:
+         when: Callable[[onnx.NodeProto, dict], bool] | None = None,
+         ) -> Callable[[Rule], Rule]:
     """Register a legalization rule; ``shapes=True``: it needs probed shapes (rule 3),
-    for the nodes ``when`` accepts (all by default).
+    for the nodes ``when(node, options)`` accepts (all by default).
 
     A rule returns the replacement nodes, ``None`` (keep the node), or a string: the
     reason it cannot rewrite this node (the node is then frozen).
@@ -89,8 +92,10 @@ class NodeBuilder:
     """What a rule sees: the node, its attributes, probed facts, and node factories."""
 
     def __init__(self, node: onnx.NodeProto, index: int, opset: int,
-                 inits: dict[str, np.ndarray], probed: dict[str, np.ndarray]) -> None:
+                 inits: dict[str, np.ndarray], probed: dict[str, np.ndarray],
+                 options: dict | None = None) -> None:
         self.node, self.opset, self.inits, self.probed = node, opset, inits, probed
+        self.options = options or {}
         self.attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         self.prefix = f"onnxprune_lg{index}"
         self.nodes: list[onnx.NodeProto] = []
@@ -174,11 +179,14 @@ def node_label(node: onnx.NodeProto) -> str:
 
 
 def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
-             extra_frozen: dict[str, str] | None = None) -> Legalized:
+             extra_frozen: dict[str, str] | None = None, *, bn: str = "batch") -> Legalized:
     """A copy of ``model`` rewritten by rules 1-5, probed on ``feeds`` (one real batch).
 
-    ``extra_frozen`` maps op types to a reason: nodes of those ops are frozen without
-    trying their rules (used when ORT rejects an op found only at build time).
+    ``extra_frozen`` maps ``op:TYPE`` or ``node:NAME`` to a reason: those nodes are
+    frozen without trying their rules (used when ORT rejects a node at build time).
+    ``bn="frozen"`` also writes inference-form BatchNormalization as arithmetic on its
+    (fixed) running statistics, so training keeps inference semantics; ``"batch"``
+    leaves it to ORT, which trains it with batch statistics.
     """
     from onnxprune.training import legal_pointwise, legal_spatial  # noqa: F401  (rules)
     from onnxprune.training.probe import probe_values
@@ -189,16 +197,17 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     extra_frozen = extra_frozen or {}
+    options = {"bn": bn}
     wanted = [n for node in graph.node if node.op_type in RULES
-              and RULES[node.op_type].probes(node)
+              and RULES[node.op_type].probes(node, options)
               for n in [*node.input, *node.output] if n and n not in inits]
     probed = probe_values(proto, feeds, wanted) if wanted else {}
     nodes, rewritten, frozen, frozen_outputs = [], {}, {}, set()
     for index, node in enumerate(graph.node):
-        reason = extra_frozen.get(node.op_type)
+        reason = extra_frozen.get(f"op:{node.op_type}") or extra_frozen.get(f"node:{node.name}")
         replacement = None
         if reason is None and node.op_type in RULES and node.domain in ("", "ai.onnx"):
-            builder = NodeBuilder(node, index, opset, inits, probed)
+            builder = NodeBuilder(node, index, opset, inits, probed, options)
             entry = RULES[node.op_type]
             result = entry.func(builder)
             if isinstance(result, str):
@@ -206,7 +215,7 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
             elif result is not None:
                 replacement = result
                 if entry.shapes:
-                    reason = _local_check(node, builder, proto, probed, inits)
+                    reason = _local_check(node, result, builder.new_inits, proto, probed, inits)
                     replacement = None if reason else replacement
                 if replacement is not None:
                     graph.initializer.extend(builder.new_inits)
@@ -286,15 +295,15 @@ def _frozen_params(graph: onnx.GraphProto, frozen_outputs: set[str],
     return result
 
 
-def _local_check(node: onnx.NodeProto, builder: NodeBuilder, model: onnx.ModelProto,
+def _local_check(node: onnx.NodeProto, replacement: list[onnx.NodeProto],
+                 new_inits: list[onnx.TensorProto], model: onnx.ModelProto,
                  probed: dict[str, np.ndarray], inits: dict[str, np.ndarray]) -> str | None:
     """``None`` when the replacement equals the node on the probed inputs (rule 3)."""
     from onnxprune.training.probe import run_fragment
 
     try:
         expected = run_fragment(model, [node], [], node.output[:1], probed, inits)
-        got = run_fragment(model, builder.nodes, builder.new_inits, node.output[:1], probed,
-                           inits)
+        got = run_fragment(model, replacement, new_inits, node.output[:1], probed, inits)
     except Exception as exc:  # a replacement ORT rejects is not exact either
         return f"rewrite does not run ({type(exc).__name__}: {str(exc)[:120]})"
     a, b = np.asarray(expected[0], np.float64), np.asarray(got[0], np.float64)

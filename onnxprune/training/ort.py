@@ -145,7 +145,7 @@ def build_artifacts(model: onnx.ModelProto, trainable: list[str], frozen: list[s
     """Training, eval and optimizer models plus checkpoint for ``model``.
 
     ``model``'s only graph output must be the scalar loss. Failures raise
-    :class:`UnsupportedModelError` with the first line of ORT's message.
+    ``RuntimeError`` with ORT's message and the end of its log.
     """
     artifacts, _ = import_training()
     folder = pathlib.Path(folder)
@@ -161,13 +161,18 @@ def build_artifacts(model: onnx.ModelProto, trainable: list[str], frozen: list[s
                 optimizer=_optimizer_block(optimizer, weight_decay),
                 artifact_directory=str(folder))
     except Exception as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0][:400] if text else type(exc).__name__
-        raise UnsupportedModelError(
-            f"ONNX Runtime training cannot build the gradient graph ({first})") from exc
+        raise RuntimeError(f"{exc} (log: {_tail(log)})") from exc
     finally:
         artifacts.onnx = original_onnx
     return TrainingArtifacts(folder, list(trainable), list(frozen))
+
+
+def _tail(log: pathlib.Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
 
 
 def training_session_options(threads: int | None, optimize: str = "all") -> Any:

@@ -14,10 +14,12 @@ Steps of :func:`run_job`:
    ``MAX_RETRIES`` times); the rejection is reported as a warning.
 5. Train: shuffled fixed-size batches, learning rate per step from the schedule,
    masks re-applied after every optimizer step.
-6. Recompute BatchNormalization statistics (:mod:`onnxprune.training.batchnorm`),
-   write them into the checkpoint, and check that the original op structure with the
-   trained weights equals the legalized model with them (``export_diff``) and that
-   its numpy loss equals the eval model's loss on the first batch.
+6. Recompute BatchNormalization statistics (:mod:`onnxprune.training.batchnorm`) and
+   write them into the checkpoint (with ``recalibrate_bn=False``: export the running
+   statistics ORT updated with momentum while training), then check that the original
+   op structure with the trained weights equals the legalized model with them
+   (``export_diff``) and that its numpy loss equals the eval model's loss on the first
+   batch.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class Settings:
     loss_weights: tuple[float, ...] | None = None
     threads: int | None = None
     optimization: str = "all"
+    bn: str = "batch"
     recalibrate_bn: bool = True
     bn_samples: int = 2048
     shuffle_pool: int = 8192
@@ -93,6 +96,8 @@ class Settings:
                              f"({', '.join(SCHEDULES)})")
         if self.batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.bn not in ("batch", "frozen"):
+            raise UsageError(f"unknown bn mode {self.bn!r} (batch, frozen)")
         if self.temperature <= 0:
             raise UsageError(f"temperature must be > 0, got {self.temperature}")
 
@@ -137,12 +142,23 @@ def _max_diff(first: list[np.ndarray], second: list[np.ndarray]) -> float:
                 if np.issubdtype(np.asarray(b).dtype, np.floating)), default=0.0)
 
 
-def _rejected_op(message: str, model: onnx.ModelProto) -> str | None:
-    """The op type ONNX Runtime names in a build/load error (longest match)."""
+def _ort_message(exc: Exception) -> str:
+    """ORT's error without the C++ source location and signature."""
+    text = " ".join(str(exc).split())
+    if " was false. " in text:
+        text = text.split(" was false. ", 1)[1]
+    return text[:300]
+
+
+def _rejected(message: str, model: onnx.ModelProto) -> str | None:
+    """What ORT rejected: ``node:NAME`` when it names a node, else ``op:TYPE``."""
+    match = re.search(r"registered: (\w+) for node (\S+)", message)
+    if match:
+        return f"node:{match.group(2)}"
     ops = sorted({n.op_type for n in model.graph.node}, key=len, reverse=True)
     for op in ops:
         if re.search(rf"\b{re.escape(op)}(Grad)?\b", message):
-            return op
+            return f"op:{op}"
     return None
 
 
@@ -182,7 +198,7 @@ class _Setup:
         _, api = import_training()
         extra: dict[str, str] = {}
         for attempt in range(MAX_RETRIES + 1):
-            legal = legalize(self.model, self.batch, self.first, extra)
+            legal = legalize(self.model, self.batch, self.first, extra, bn=settings.bn)
             diff = _max_diff(runtime.make_session(legal.model, optimize=False).run(
                 None, self.first), outputs)
             if diff > 1e-4:
@@ -208,14 +224,12 @@ class _Setup:
                                          self.artifacts.eval_model, session_options=options)
                 self.optimizer = api.Optimizer(self.artifacts.optimizer_model, self.module)
             except Exception as exc:
-                op = _rejected_op(str(exc), legal.model)
-                if op is None or op in extra or attempt == MAX_RETRIES:
-                    if isinstance(exc, UnsupportedModelError):
-                        raise
+                message = _ort_message(exc)
+                key = _rejected(message, legal.model)
+                if key is None or key in extra or attempt == MAX_RETRIES:
                     raise UnsupportedModelError(
-                        f"ONNX Runtime training cannot load the training model: "
-                        f"{str(exc).strip()[:400]}") from exc
-                extra[op] = f"ONNX Runtime training rejected it: {str(exc).strip()[:160]}"
+                        f"ONNX Runtime training cannot train this model: {message}") from exc
+                extra[key] = f"ONNX Runtime training rejected it: {message}"
                 continue
             break
         self.legal, self.trainable, self.frozen = legal, trainable, sorted(frozen)
@@ -323,6 +337,9 @@ def run_job(job: Job, report: Report) -> dict:
                                                    job.settings.bn_samples))
             for name, value in stats.items():
                 state.parameters[name].data = value
+        else:  # ORT's momentum updates of the running statistics (frozen parameters)
+            stats = {name: np.array(state.parameters[name].data) for name in setup.bn_stats}
+        if stats:
             arrays.update(stats)
             legal = with_weights(setup.legal.model, arrays)
         exported = with_weights(setup.model, arrays)
