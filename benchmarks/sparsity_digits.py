@@ -71,7 +71,7 @@ def finetuned(tmp: pathlib.Path) -> list[dict]:
         extra = {"scope": setting} if mode == "unstructured" else {"nm": setting}
         try:
             result = compress(MODEL, target, output=tmp / "f.onnx", mode=mode, steps=4,
-                              finetune_epochs=2.0, finetune_lr=1e-3, report=False,
+                              finetune_epochs=2.0, lr=1e-3, report=False,
                               **extra, **COMMON)
         except RuntimeMissingError as exc:
             rows.append({"mode": mode, "setting": setting, "target": target,

@@ -170,11 +170,16 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     """
     started = time.perf_counter()
     options = _options(target, options, kwargs)
-    # -- sparsity modes and INT8 quantization: their own flow (onnxprune.sparsity.flow)
+    # -- sparsity modes / INT8 quantization (onnxprune.sparsity.flow); progressive
+    #    pruning with fine-tuning (onnxprune.training.progressive)
     if options.mode != "structured" or options.quantize != "none":
         from onnxprune.sparsity.flow import compress_extended
 
         return compress_extended(model, output, options, write=write, report=report)
+    if options.finetunes():
+        from onnxprune.training.progressive import compress_progressive
+
+        return compress_progressive(model, options, output=output, write=write, report=report)
     # -- end
     destination = pathlib.Path(output or default_output(model))
     if write:

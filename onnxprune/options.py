@@ -57,13 +57,17 @@ class CompressOptions(pydantic.BaseModel):
     sensitivity_ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
     recover: Literal["auto", "none", "bias", "lsq"] = "auto"
     # -- end of calibration options
-    # -- sparsity modes, fine-tuning, INT8 quantization (onnxprune.sparsity, .quantize)
+    # -- sparsity modes, progressive pruning, fine-tuning, INT8 quantization
+    #    (onnxprune.sparsity, onnxprune.training, onnxprune.quantize)
     mode: Literal["structured", "unstructured", "n:m"] = "structured"
     nm: str = pydantic.Field("2:4", pattern=r"^\s*\d+\s*:\s*\d+\s*$")
-    steps: int = pydantic.Field(1, ge=1)
-    finetune_epochs: float = pydantic.Field(0.0, ge=0.0)
-    finetune_lr: float = pydantic.Field(1e-3, gt=0.0)
     quantize: Literal["none", "int8"] = "none"
+    steps: int = pydantic.Field(1, ge=1)
+    finetune_epochs: float | None = pydantic.Field(None, ge=0.0)  # None: 3 if steps > 1
+    lr: float = pydantic.Field(1e-3, gt=0.0)
+    loss: Literal["distill", "ce", "mse"] = "distill"
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    temperature: float = pydantic.Field(4.0, gt=0.0)
     eval_data: str | None = None
 
     @pydantic.model_validator(mode="after")
@@ -72,7 +76,17 @@ class CompressOptions(pydantic.BaseModel):
 
         check_mode_options(self)
         return self
-    # -- end of sparsity options
+
+    def epochs(self) -> float:
+        """Fine-tuning epochs per step: as given, else 3 with ``steps > 1``, else 0."""
+        if self.finetune_epochs is not None:
+            return float(self.finetune_epochs)
+        return 3.0 if self.steps > 1 else 0.0
+
+    def finetunes(self) -> bool:
+        """Whether compress runs the progressive/fine-tuning flow."""
+        return self.steps > 1 or self.epochs() > 0
+    # -- end of sparsity/fine-tuning options
 
     def plan_options(self):
         from onnxprune.planning import PlanOptions

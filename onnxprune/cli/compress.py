@@ -78,7 +78,7 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.option("--recover", type=click.Choice(["auto", "none", "bias", "lsq"]), default="auto",
               show_default=True, help="Training-free recovery; auto: bias with --data.")
 # -- end of calibration options
-# -- sparsity modes, fine-tuning, INT8 quantization (onnxprune.sparsity, onnxprune.quantize)
+# -- sparsity modes, progressive pruning, fine-tuning, INT8 quantization
 @click.option("--mode", type=click.Choice(["structured", "unstructured", "n:m"]),
               default="structured", show_default=True,
               help="structured: remove channels; unstructured: zero single weights "
@@ -86,17 +86,26 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.option("--nm", default="2:4", show_default=True,
               help="--mode n:m: at most N non-zeros in every M consecutive input weights.")
 @click.option("--steps", type=int, default=1, show_default=True,
-              help="Progressive steps on the cubic schedule (unstructured, n:m).")
-@click.option("--finetune-epochs", type=float, default=0.0, show_default=True,
-              help="Fine-tune after each step (ONNX Runtime training, masks held; needs "
-                   "--data); 0: one-shot.")
-@click.option("--finetune-lr", type=float, default=1e-3, show_default=True)
+              help="Prune in N steps on the cubic schedule, fine-tuning after each.")
+@click.option("--finetune-epochs", type=float,
+              help="Epochs of fine-tuning on --data after each step [default: 3 with "
+                   "--steps > 1, else 0].")
+@click.option("--lr", type=float, default=1e-3, show_default=True,
+              help="Fine-tuning learning rate (cosine decay).")
+@click.option("--loss", type=click.Choice(["distill", "ce", "mse"]), default="distill",
+              show_default=True,
+              help="distill: learn the original model's outputs; ce/mse: the data's labels.")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
+              show_default=True)
+@click.option("--temperature", type=float, default=4.0, show_default=True,
+              help="Distillation temperature for classifier outputs.")
 @click.option("--quantize", type=click.Choice(["none", "int8"]), default="none",
               show_default=True,
               help="int8: quantize after pruning (static QDQ with --data, else dynamic).")
 @click.option("--eval-data", type=click.Path(path_type=str),
-              help="Held-out data (.npz with labels) for the accuracy/fidelity table.")
-# -- end of sparsity options
+              help="Held-out data (.npz, labels optional) for per-step and final "
+                   "accuracy/fidelity (default: the calibration subset of --data).")
+# -- end of sparsity/fine-tuning options
 @click.pass_context
 @guard
 def command(ctx: click.Context, model: str | None, config: str | None, output: str | None,
@@ -110,7 +119,8 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
              "no_equivalence_check", "prune_hidden", "bench", "bench_runs", "html_report",
              "mobile"]
     names += [*DATA_OPTION_NAMES, "allocation", "sensitivity_ratios", "recover"]
-    names += ["mode", "nm", "steps", "finetune_epochs", "finetune_lr", "quantize", "eval_data"]
+    names += ["mode", "nm", "quantize", "steps", "finetune_epochs", "lr", "loss", "optimizer",
+              "temperature", "eval_data"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:

@@ -75,6 +75,13 @@ class NpyReader(ArrayReader):
     def read(self, start: int, stop: int) -> np.ndarray:
         return np.array(self.array[start:stop])
 
+    def __getstate__(self) -> dict:  # pickled by path (fine-tuning child processes)
+        return {k: v for k, v in self.__dict__.items() if k != "array"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.array = np.load(self.origin, mmap_mode="r", allow_pickle=False)
+
 
 def _read_header(handle: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(handle)
@@ -135,6 +142,11 @@ class ZipMemberReader(ArrayReader):
         self._row = stop
         array = np.frombuffer(data, dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
         return array.copy()
+
+    def __getstate__(self) -> dict:  # open handles stay behind; reopened on demand
+        state = dict(self.__dict__)
+        state.update(_archive=None, _handle=None, _row=0)
+        return state
 
     def close(self) -> None:
         if getattr(self, "_handle", None) is not None:

@@ -34,6 +34,9 @@ class FinetuneSettings:
     lr: float
     batch_size: int
     seed: int
+    loss: str = "distill"
+    optimizer: str = "adamw"
+    temperature: float = 4.0
 
 
 def load_finetune() -> Callable:
@@ -64,7 +67,9 @@ def finetune_masked(model: onnx.ModelProto, teacher: onnx.ModelProto, data,
     logger.info("fine-tuning %.2f epoch(s) with %d masked weights", settings.epochs,
                 len(mask_arrays))
     result = finetune(model, data, teacher=teacher, epochs=settings.epochs, lr=settings.lr,
-                      batch_size=settings.batch_size, seed=settings.seed, masks=mask_arrays)
+                      batch_size=settings.batch_size, seed=settings.seed, masks=mask_arrays,
+                      loss=settings.loss, optimizer=settings.optimizer,
+                      temperature=settings.temperature)
     tuned = result.model
     return tuned, {"epochs": settings.epochs, "lr": settings.lr,
                    "violations": reapply_masks(tuned, masks)}

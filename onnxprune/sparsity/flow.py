@@ -158,9 +158,10 @@ def _sparse(model, inputs: _Inputs, options: CompressOptions, path: pathlib.Path
     settings = SparseSettings(options.mode, options.target, options.scope, n, m,
                               options.steps, tuple(options.ignore))
     finetune = None
-    if options.finetune_epochs > 0:
-        finetune = FinetuneSettings(options.finetune_epochs, options.finetune_lr,
-                                    options.batch_size, options.seed)
+    if options.epochs() > 0:
+        finetune = FinetuneSettings(options.epochs(), options.lr, options.batch_size,
+                                    options.seed, options.loss, options.optimizer,
+                                    options.temperature)
     elif options.steps > 1:
         inputs.notes.append("steps > 1 without fine-tuning: the result equals one-shot "
                             "pruning to the final sparsity")

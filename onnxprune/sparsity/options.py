@@ -4,8 +4,9 @@
    takes no target (its sparsity is ``(M - N) / M``).
 2. ``nm`` is ``N:M`` with ``1 <= N < M``: at most ``N`` non-zero weights in every ``M``
    consecutive weights along the input-channel axis.
-3. ``steps > 1`` and ``finetune_epochs > 0`` apply to modes ``unstructured`` and ``n:m``;
-   fine-tuning needs ``data``.
+3. Fine-tuning needs ``data``. Structured progressive pruning (``steps > 1`` or
+   fine-tuning) runs in :mod:`onnxprune.training.progressive`, which does not
+   quantize: ``quantize`` then needs ``steps == 1`` and no fine-tuning.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def check_mode_options(options) -> None:
     elif options.target is None:
         raise ValueError("option 'target' is required (in mode n:m the sparsity comes from "
                          "--nm instead)")
-    if options.mode == "structured" and (options.steps > 1 or options.finetune_epochs > 0):
-        raise ValueError("options 'steps' and 'finetune_epochs' apply to modes unstructured "
-                         "and n:m only")
-    if options.finetune_epochs > 0 and not options.data:
+    if options.mode == "structured" and options.quantize != "none" and options.finetunes():
+        raise ValueError("--quantize with structured progressive pruning (--steps/"
+                         "--finetune-epochs) is not supported yet; quantize the result in a "
+                         "second run")
+    if options.epochs() > 0 and not options.data:
         raise ValueError("fine-tuning (finetune_epochs > 0) needs training data: pass --data")

@@ -117,7 +117,7 @@ def _install_fake_finetune(monkeypatch, calls: list, reapply: bool = True) -> No
 
     def finetune(model, data, *, teacher=None, loss="distill", epochs=1.0, lr=1e-3,
                  optimizer="adamw", batch_size=32, seed=0, frozen=(), masks=None,
-                 progress=None):
+                 progress=None, **settings):
         calls.append({"model": model, "data": data, "teacher": teacher, "epochs": epochs,
                       "lr": lr, "batch_size": batch_size, "masks": masks})
         tuned = onnx.ModelProto()
@@ -141,7 +141,7 @@ def test_progressive_unstructured_passes_growing_masks_to_finetune(tmp_path, mon
     _install_fake_finetune(monkeypatch, calls)
     out = tmp_path / "prog.onnx"
     result = compress(DIGITS, 0.8, output=out, mode="unstructured", steps=3,
-                      finetune_epochs=0.5, finetune_lr=0.01, data=str(TRAIN), max_samples=64,
+                      finetune_epochs=0.5, lr=0.01, data=str(TRAIN), max_samples=64,
                       eval_data=str(TEST))
     assert len(calls) == 3
     original = onnx.load(str(DIGITS))
@@ -197,7 +197,9 @@ def test_finetuning_without_onnxprune_training_says_what_is_missing(tmp_path, mo
     ({"mode": "unstructured"}, "'target' is required"),
     ({"mode": "n:m", "nm": "4:4"}, "1 <= N < M"),
     ({"mode": "unstructured", "target": 0.5, "finetune_epochs": 1}, "needs training data"),
-    ({"target": 0.5, "steps": 3}, "apply to modes unstructured and n:m"),
+    ({"target": 0.5, "steps": 3}, "needs training data"),
+    ({"target": 0.5, "steps": 3, "quantize": "int8", "data": str(TRAIN)},
+     "not supported yet"),
 ])
 def test_inconsistent_options_are_usage_errors(tmp_path, options, message):
     with pytest.raises(UsageError, match=message):

@@ -1,0 +1,13 @@
+"""Fine-tuning on the ONNX graph with ONNX Runtime training (see docs/finetune.md).
+
+``finetune(model, data, ...)`` trains a model's weights (distillation from a teacher
+by default) and returns the same graph with new weights; ``cubic_schedule`` gives the
+per-step targets of progressive pruning (``compress --steps N``).
+"""
+
+from __future__ import annotations
+
+from onnxprune.training.finetune import FinetuneResult, finetune
+from onnxprune.training.schedule import cubic_schedule
+
+__all__ = ["FinetuneResult", "cubic_schedule", "finetune"]

@@ -1,0 +1,375 @@
+"""The fine-tuning job, run in a child process (see :mod:`onnxprune.training.isolate`).
+
+Steps of :func:`run_job`:
+
+1. Read the first full batch; run the model (and the teacher) on it to plan the
+   loss (:mod:`onnxprune.training.losses`).
+2. Legalize the model at the training batch (:mod:`onnxprune.training.legalize`) and
+   check that it equals the model on that batch.
+3. Trainable = the candidate initializers (:mod:`onnxprune.training.params`) minus
+   ``frozen`` and what frozen nodes depend on. BatchNormalization running statistics
+   are listed as frozen parameters so the eval model reads them from the checkpoint.
+4. Build the artifacts. When ONNX Runtime rejects an op at build or load time, the
+   nodes of that op are frozen and the build is retried (at most
+   ``MAX_RETRIES`` times); the rejection is reported as a warning.
+5. Train: shuffled fixed-size batches, learning rate per step from the schedule,
+   masks re-applied after every optimizer step.
+6. Recompute BatchNormalization statistics (:mod:`onnxprune.training.batchnorm`) and
+   write them into the checkpoint (with ``recalibrate_bn=False``: export the running
+   statistics ORT updated with momentum while training), then check that the original
+   op structure with the trained weights equals the legalized model with them
+   (``export_diff``) and that its numpy loss equals the eval model's loss on the first
+   batch.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MAX_RETRIES", "Job", "Settings", "lr_at", "run_job"]
+
+import dataclasses
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxprune.data import DataSource
+from onnxprune.errors import DataError, UnsupportedModelError, UsageError, VerificationError
+from onnxprune.graph import runtime
+from onnxprune.training.batches import shuffled_batches, steps_per_epoch
+from onnxprune.training.batchnorm import batchnorm_stats, recalibrate
+from onnxprune.training.legalize import legalize
+from onnxprune.training.losses import append_loss, plan_loss
+from onnxprune.training.ort import (
+    build_artifacts,
+    import_training,
+    runtime_ready,
+    scratch_folder,
+    training_session_options,
+)
+from onnxprune.training.params import select_frozen, trainable_candidates, with_weights
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRIES = 4
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclasses.dataclass
+class Settings:
+    """Fine-tuning settings (the keyword arguments of ``finetune``)."""
+
+    loss: str = "distill"
+    epochs: float = 1.0
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    batch_size: int = 32
+    seed: int = 0
+    frozen: tuple[str, ...] = ()
+    temperature: float = 4.0
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    warmup: float = 0.0
+    loss_weights: tuple[float, ...] | None = None
+    threads: int | None = None
+    optimization: str = "all"
+    bn: str = "batch"
+    recalibrate_bn: bool = True
+    bn_samples: int = 2048
+    shuffle_pool: int = 8192
+    max_steps: int | None = None
+
+    def validate(self) -> None:
+        if self.epochs <= 0 and not self.max_steps:
+            raise UsageError(f"epochs must be > 0, got {self.epochs}")
+        if self.lr <= 0:
+            raise UsageError(f"learning rate must be > 0, got {self.lr}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise UsageError(f"unknown optimizer {self.optimizer!r} (adamw, sgd)")
+        if self.lr_schedule not in SCHEDULES:
+            raise UsageError(f"unknown lr schedule {self.lr_schedule!r} "
+                             f"({', '.join(SCHEDULES)})")
+        if self.batch_size < 1:
+            raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.bn not in ("batch", "frozen"):
+            raise UsageError(f"unknown bn mode {self.bn!r} (batch, frozen)")
+        if self.temperature <= 0:
+            raise UsageError(f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclasses.dataclass
+class Job:
+    """Everything the child process needs (picklable)."""
+
+    model: bytes
+    teacher: bytes | None
+    data: DataSource
+    settings: Settings
+    masks: dict[str, np.ndarray] | None = None
+
+
+def lr_at(step: int, total: int, settings: Settings) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) of ``total``."""
+    warm = int(settings.warmup * total)
+    if step < warm:
+        return settings.lr * (step + 1) / warm
+    progress = (step - warm) / max(total - warm, 1)
+    if settings.lr_schedule == "cosine":
+        return settings.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if settings.lr_schedule == "linear":
+        return settings.lr * (1.0 - progress)
+    return settings.lr
+
+
+Report = Callable[[str, Any], None]
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return math.inf
+    scale = max(float(np.abs(b).max()) if b.size else 0.0, 1e-6)
+    return float(np.abs(a - b).max()) / scale if a.size else 0.0
+
+
+def _max_diff(first: list[np.ndarray], second: list[np.ndarray]) -> float:
+    return max((_relative(a, b) for a, b in zip(first, second)
+                if np.issubdtype(np.asarray(b).dtype, np.floating)), default=0.0)
+
+
+def _ort_message(exc: Exception) -> str:
+    """ORT's error without the C++ source location and signature."""
+    text = " ".join(str(exc).split())
+    if " was false. " in text:
+        text = text.split(" was false. ", 1)[1]
+    return text[:300]
+
+
+def _rejected(message: str, model: onnx.ModelProto) -> str | None:
+    """What ORT rejected: ``node:NAME`` when it names a node, else ``op:TYPE``."""
+    match = re.search(r"registered: (\w+) for node (\S+)", message)
+    if match:
+        return f"node:{match.group(2)}"
+    ops = sorted({n.op_type for n in model.graph.node}, key=len, reverse=True)
+    for op in ops:
+        if re.search(rf"\b{re.escape(op)}(Grad)?\b", message):
+            return f"op:{op}"
+    return None
+
+
+class _Setup:
+    """Steps 1-4: loss plan, legalized model, artifacts, ORT training objects."""
+
+    def __init__(self, job: Job, folder: str, report: Report) -> None:
+        settings = job.settings
+        self.model = runtime_ready(onnx.load_from_string(job.model))
+        data = job.data
+        batch = data.fixed_batch or settings.batch_size
+        if data.num_samples < batch:
+            if data.fixed_batch:
+                raise DataError(f"{data.origin}: {data.num_samples} samples, fewer than the "
+                                f"model's fixed batch of {batch}")
+            logger.warning("only %d samples: training batch reduced from %d", data.num_samples,
+                           batch)
+            batch = data.num_samples
+        self.batch = batch
+        self.first_labels, self.first = next(data.labeled_batches(batch))
+        self.student = runtime.make_session(self.model)
+        self.names = [o.name for o in self.student.get_outputs()]
+        outputs = self.student.run(None, self.first)
+        self.teacher = None
+        teacher_outputs = None
+        if settings.loss == "distill":
+            teacher = runtime_ready(onnx.load_from_string(job.teacher)) if job.teacher \
+                else self.model
+            self.teacher = runtime.make_session(teacher)
+            teacher_outputs = self.teacher.run(None, self.first)
+        self.plan = plan_loss(settings.loss, self.names, outputs, teacher_outputs,
+                              settings.temperature, settings.loss_weights)
+        self._build(job, folder, report, outputs)
+
+    def _build(self, job: Job, folder: str, report: Report, outputs: list) -> None:
+        settings = job.settings
+        _, api = import_training()
+        extra: dict[str, str] = {}
+        for attempt in range(MAX_RETRIES + 1):
+            legal = legalize(self.model, self.batch, self.first, extra, bn=settings.bn)
+            diff = _max_diff(runtime.make_session(legal.model, optimize=False).run(
+                None, self.first), outputs)
+            if diff > 1e-4:
+                raise UnsupportedModelError(
+                    f"the training form of the model differs from it by {diff:.1e} "
+                    "(relative); this is an onnxprune bug, please report it")
+            present = {t.name for t in legal.model.graph.initializer}
+            candidates = [c for c in trainable_candidates(self.model) if c in present]
+            frozen = select_frozen(candidates, settings.frozen) | legal.frozen_params
+            trainable = [c for c in candidates if c not in frozen]
+            if not trainable:
+                raise UsageError("nothing to fine-tune: every weight is frozen "
+                                 f"({len(candidates)} candidates)")
+            self.bn_stats = [n for n in batchnorm_stats(legal.model) if n not in trainable]
+            frozen_list = sorted((set(candidates) & frozen) | set(self.bn_stats))
+            try:
+                self.artifacts = build_artifacts(
+                    append_loss(legal.model, self.plan), trainable, frozen_list,
+                    f"{folder}/a{attempt}", settings.optimizer, settings.weight_decay)
+                self.state = api.CheckpointState.load_checkpoint(self.artifacts.checkpoint)
+                options = training_session_options(settings.threads, settings.optimization)
+                self.module = api.Module(self.artifacts.training_model, self.state,
+                                         self.artifacts.eval_model, session_options=options)
+                self.optimizer = api.Optimizer(self.artifacts.optimizer_model, self.module)
+            except Exception as exc:
+                message = _ort_message(exc)
+                key = _rejected(message, legal.model)
+                if key is None or key in extra or attempt == MAX_RETRIES:
+                    raise UnsupportedModelError(
+                        f"ONNX Runtime training cannot train this model: {message}") from exc
+                extra[key] = f"ONNX Runtime training rejected it: {message}"
+                continue
+            break
+        self.legal, self.trainable, self.frozen = legal, trainable, sorted(frozen)
+        self.notes = legal.notes()
+
+
+def _apply_masks(state: Any, masks: dict[str, np.ndarray]) -> None:
+    for name, mask in masks.items():
+        parameter = state.parameters[name]
+        parameter.data = (parameter.data * mask).astype(np.float32)
+
+
+class _TeacherCache:
+    """Teacher outputs per sample position, computed once (at most ``limit`` bytes)."""
+
+    def __init__(self, session: Any, samples: int, limit: int = 256 << 20) -> None:
+        self.session, self.samples, self.limit = session, samples, limit
+        self.store: list[np.ndarray] | None = None
+        self.filled = np.zeros(samples, dtype=bool)
+        self.enabled = session is not None
+
+    def __call__(self, batch) -> list[np.ndarray]:
+        if self.session is None:
+            return []
+        pos = batch.positions
+        if self.store is not None and self.filled[pos].all():
+            return [s[pos] for s in self.store]
+        outputs = self.session.run(None, batch.feeds)
+        if self.enabled and self.store is None:
+            size = sum(o.nbytes for o in outputs) // len(pos) * self.samples
+            self.enabled = size <= self.limit
+            if self.enabled:
+                self.store = [np.zeros((self.samples, *o.shape[1:]), o.dtype) for o in outputs]
+        if self.store is not None:
+            for store, value in zip(self.store, outputs):
+                store[pos] = value
+            self.filled[pos] = True
+        return outputs
+
+
+def _train(setup: _Setup, job: Job, report: Report) -> tuple[list[dict], float, int]:
+    settings, data = job.settings, job.data
+    module, optimizer, state = setup.module, setup.optimizer, setup.state
+    masks = {k: np.asarray(v, np.float32) for k, v in (job.masks or {}).items()
+             if k in setup.trainable}
+    _apply_masks(state, masks)
+    per_epoch = steps_per_epoch(data, setup.batch)
+    total = settings.max_steps or max(1, round(settings.epochs * per_epoch))
+    order = module.input_names()
+    rng = np.random.default_rng(settings.seed)
+    history, step, started = [], 0, time.perf_counter()
+    teacher = _TeacherCache(setup.teacher, data.num_samples)
+    module.train()
+    epoch = 0
+    while step < total:
+        epoch += 1
+        losses, epoch_start = [], time.perf_counter()
+        for batch in shuffled_batches(data, setup.batch, rng, settings.shuffle_pool):
+            lr = lr_at(step, total, settings)
+            optimizer.set_learning_rate(lr)
+            feeds = dict(batch.feeds)
+            feeds.update(setup.plan.feeds(teacher(batch), batch.labels))
+            module.lazy_reset_grad()
+            loss = float(module(*[feeds[name] for name in order]))
+            optimizer.step()
+            if masks:
+                _apply_masks(state, masks)
+            if not math.isfinite(loss):
+                raise UnsupportedModelError(
+                    f"the training loss became {loss} at step {step + 1}; lower --lr")
+            losses.append(loss)
+            step += 1
+            if step % max(1, total // 50) == 0 or step == total:
+                report("progress", {"epoch": epoch, "step": step, "steps": total,
+                                    "loss": float(np.mean(losses)), "lr": lr})
+            if step >= total:
+                break
+        seconds = time.perf_counter() - epoch_start
+        history.append({"epoch": epoch, "steps": len(losses), "loss": float(np.mean(losses)),
+                        "lr": lr, "seconds": round(seconds, 3),
+                        "samples_per_second": round(len(losses) * setup.batch / seconds, 1)})
+    return history, time.perf_counter() - started, step
+
+
+def _bn_batches(data: DataSource, batch: int, limit: int):
+    seen = 0
+    for feeds in data.batches(batch):
+        if len(next(iter(feeds.values()))) < batch or seen >= limit:
+            return
+        seen += batch
+        yield feeds
+
+
+def run_job(job: Job, report: Report) -> dict:
+    """Steps 1-6; returns the trained arrays and what happened (plain data)."""
+    job.settings.validate()
+    with scratch_folder() as folder:
+        setup = _Setup(job, folder, report)
+        history, seconds, steps = _train(setup, job, report)
+        state = setup.state
+        arrays = {name: np.array(state.parameters[name].data) for name in setup.trainable}
+        legal = with_weights(setup.legal.model, arrays)
+        if setup.bn_stats and job.settings.recalibrate_bn:
+            stats = recalibrate(legal, _bn_batches(job.data, setup.batch,
+                                                   job.settings.bn_samples))
+            for name, value in stats.items():
+                state.parameters[name].data = value
+        else:  # ORT's momentum updates of the running statistics (frozen parameters)
+            stats = {name: np.array(state.parameters[name].data) for name in setup.bn_stats}
+        if stats:
+            arrays.update(stats)
+            legal = with_weights(setup.legal.model, arrays)
+        exported = with_weights(setup.model, arrays)
+        reference = runtime.make_session(legal, optimize=False).run(None, setup.first)
+        outputs = runtime.make_session(exported).run(None, setup.first)
+        export_diff = _max_diff(outputs, reference)
+        if export_diff > 1e-4:
+            raise VerificationError(
+                f"the fine-tuned model differs from its training form by {export_diff:.1e}; "
+                "this is an onnxprune bug, please report it")
+        loss_feeds = setup.plan.feeds(setup.teacher.run(None, setup.first)
+                                      if setup.teacher else [], setup.first_labels)
+        setup.module.eval()
+        eval_feeds = {**setup.first, **loss_feeds}
+        eval_loss = float(setup.module(*[eval_feeds[n] for n in setup.module.input_names()]))
+        return {
+            "arrays": arrays, "history": history, "notes": setup.notes,
+            "trainable": setup.trainable, "frozen": setup.frozen,
+            "frozen_nodes": setup.legal.frozen_nodes, "rewritten": setup.legal.rewritten,
+            "loss": setup.plan.to_dict(), "batch_size": setup.batch, "steps": steps,
+            "seconds": round(seconds, 3),
+            "samples_per_second": round(steps * setup.batch / seconds, 1) if seconds else None,
+            "export_diff": export_diff, "eval_loss": eval_loss,
+            "exported_loss": setup.plan.value(outputs, loss_feeds),
+            "trainable_params": int(sum(np.asarray(a).size for n, a in arrays.items()
+                                        if n in setup.trainable)),
+        }
+
+
+def initializer_arrays(model: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]:
+    wanted = set(names)
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+            if t.name in wanted}

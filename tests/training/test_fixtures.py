@@ -1,0 +1,65 @@
+"""Fine-tuning the zoo models whose ops ONNX Runtime 1.19 cannot differentiate as exported."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxprune.data import synthetic_source
+from onnxprune.graph import load_model, runtime
+from onnxprune.training import finetune
+from onnxprune.training.legalize import legalize
+from onnxprune.training.params import trainable_candidates, with_weights
+from tests.conftest import MODELS
+
+CASES = {
+    "mobilenetv3_like.ts.onnx": {"HardSwish", "HardSigmoid"},
+    "mobilenetv3_like.dynamo.onnx": {"HardSwish", "HardSigmoid"},
+    "unet.ts.onnx": {"ConvTranspose"},
+    "unet.dynamo_keepbn.onnx": {"ConvTranspose"},
+    "yolo_neck.ts.onnx": {"Resize"},
+    "yolo_neck.dynamo.onnx": {"Resize"},
+    "convnext_like.ts.onnx": {"LayerNormalization"},
+    "convnext_like.dynamo.onnx": {"LayerNormalization"},
+}
+
+
+def perturbed(model: onnx.ModelProto, seed: int = 0, scale: float = 0.3) -> onnx.ModelProto:
+    """The model with every trainable weight multiplied by (1 + scale * noise)."""
+    rng = np.random.default_rng(seed)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    arrays = {n: (inits[n] * (1 + scale * rng.standard_normal(inits[n].shape)))
+              .astype(inits[n].dtype) for n in trainable_candidates(model)}
+    return with_weights(model, arrays)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_finetune_zoo_model_reduces_loss_and_exports_exactly(name):
+    path = MODELS / name
+    teacher = onnx.load(path)
+    student = perturbed(teacher)
+    data = synthetic_source(load_model(path).model, 48, seed=0)
+    # keepbn: BN in inference form (batch statistics of random inputs are not the
+    # teacher's running statistics; test_batchnorm covers bn="batch")
+    bn = "frozen" if "keepbn" in name else "batch"
+    result = finetune(student, data, teacher=teacher, epochs=3, lr=2e-3, batch_size=16,
+                      isolate=False, bn=bn)
+    expected = CASES[name] | ({"BatchNormalization"} if bn == "frozen" else set())
+    assert expected <= set(result.rewritten), result.rewritten
+    assert not result.frozen_nodes
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.8 * losses[0], losses
+    # the exported model (original op structure) equals the trained training form
+    assert result.export_diff < 1e-5
+    assert result.exported_loss == pytest.approx(result.eval_loss, rel=1e-4, abs=1e-6)
+    # and, independently, equals the legalized form of itself on another batch
+    feeds = next(synthetic_source(load_model(path).model, 16, seed=1).batches(16))
+    legal = legalize(result.model, 16, feeds).model
+    got = runtime.make_session(result.model).run(None, feeds)
+    expected = runtime.make_session(legal).run(None, feeds)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+    # same op structure as the input
+    assert [n.op_type for n in result.model.graph.node] == \
+        [n.op_type for n in student.graph.node]
