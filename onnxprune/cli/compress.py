@@ -161,8 +161,23 @@ def _print_summary(result: Any) -> None:
         if row["before"] != row["after"]:
             layers.add_row(row["layer"], row["kind"], str(row["before"]), str(row["after"]))
     stdout.print(layers)
+    if result.steps:  # progressive pruning (onnxprune.training)
+        _print_steps(result.steps)
     check = result.verification or {}
     diff = check.get("max_rel_diff")
     stdout.print(f"removed {100 * result.achieved:.1f}% of {result.options['metric']}; "
                  "ONNX Runtime check passed"
                  + (f"; max deviation from masked original {diff:.1e}" if diff is not None else ""))
+
+
+def _print_steps(steps: list[dict]) -> None:
+    keys = [k for k in ("step", "target", "achieved", "params", "accuracy_pruned", "accuracy",
+                        "kl_pruned", "kl", "cosine_pruned", "cosine", "loss")
+            if any(k in s for s in steps)]
+    table = Table(title="progressive steps (fidelity to the original before/after fine-tuning)")
+    for key in keys:
+        table.add_column(key)
+    for step in steps:
+        table.add_row(*[f"{step[k]:.4g}" if isinstance(step.get(k), float)
+                        else str(step.get(k, "-")) for k in keys])
+    stdout.print(table)

@@ -15,7 +15,7 @@ variance describe the *original* weights. After training:
 
 from __future__ import annotations
 
-__all__ = ["batchnorm_stats", "recalibrate"]
+__all__ = ["batch_statistics_model", "batchnorm_stats", "recalibrate"]
 
 from collections.abc import Iterable
 
@@ -40,8 +40,13 @@ def batchnorm_stats(model: onnx.ModelProto) -> list[str]:
     return [name for n in _bn_nodes(model) for name in n.input[3:5]]
 
 
-def _stats_model(model: onnx.ModelProto, ranks: dict[str, int],
-                 ) -> tuple[onnx.ModelProto, list[tuple[str, str, str, str]]]:
+def batch_statistics_model(model: onnx.ModelProto, ranks: dict[str, int],
+                           ) -> tuple[onnx.ModelProto, list[tuple[str, str, str, str]]]:
+    """Rule 1: the model normalising by batch statistics, with them as extra outputs.
+
+    ``ranks`` gives the rank of every BN input; returns the model and, per BN,
+    ``(batch mean output, batch variance output, running mean init, running var init)``.
+    """
     proto = onnx.ModelProto()
     proto.CopyFrom(model)
     graph = proto.graph
@@ -86,7 +91,7 @@ def recalibrate(model: onnx.ModelProto, batches: Iterable[dict[str, np.ndarray]]
     if first is None:
         return {}
     probed = probe_values(model, first, [n.input[0] for n in nodes])
-    stats, exposed = _stats_model(model, {k: v.ndim for k, v in probed.items()})
+    stats, exposed = batch_statistics_model(model, {k: v.ndim for k, v in probed.items()})
     session = runtime.make_session(runtime_ready(stats), optimize=False)
     wanted = [n for pair in exposed for n in pair[:2]]
     inputs = {i.name for i in session.get_inputs()}

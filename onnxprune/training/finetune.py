@@ -5,7 +5,9 @@ Rules:
 1. The model is legalized for training, trained on shuffled fixed-size batches of
    ``data`` (:mod:`onnxprune.training.trainer`), and the trained initializers are
    written into a copy of the *given* model: same nodes, names, opset and outputs,
-   new weights (and recomputed BatchNormalization statistics).
+   new weights (and recomputed BatchNormalization statistics). Weights held in
+   ``Constant`` nodes or shared through ``Identity(initializer)`` become initializers
+   first (:func:`onnxprune.training.params.untie_weights`, noted in ``notes``).
 2. ``loss="distill"`` (default) learns the outputs of ``teacher`` (default: the
    model as given) on the same batch; ``ce`` and ``mse`` use the data's labels.
 3. ``masks`` maps initializer names to 0/1 arrays of the same shape; masked weights
@@ -35,7 +37,7 @@ from onnxprune.errors import UsageError, VerificationError
 from onnxprune.graph import runtime
 from onnxprune.training.isolate import run_isolated
 from onnxprune.training.ort import import_training, runtime_ready
-from onnxprune.training.params import with_weights
+from onnxprune.training.params import untie_weights, with_weights
 from onnxprune.training.trainer import Job, Settings, run_job
 
 logger = logging.getLogger(__name__)
@@ -137,6 +139,7 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
                        frozen=tuple(frozen), **settings)
     options.validate()
     import_training()  # fail fast (exit 7) before starting a process
+    model, untied = untie_weights(model)
     job = Job(model.SerializeToString(), teacher.SerializeToString() if teacher else None,
               data, options, _check_masks(model, masks))
 
@@ -149,6 +152,8 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
     else:
         out = run_job(job, on_report)
     tuned = with_weights(model, out.pop("arrays"))
+    if untied:
+        out["notes"].insert(0, f"{untied} Constant/Identity weight node(s) became initializers")
     first = next(data.batches(out["batch_size"]))
     _verify(model, tuned, first)
     for note in out["notes"]:

@@ -12,11 +12,16 @@ Rules:
 2. ``frozen`` names (or ``fnmatch`` patterns) are removed from the trainable set.
 3. :func:`with_weights` returns a copy of a model with some initializers replaced by
    arrays of the same shape and dtype; nothing else changes.
+4. :func:`untie_weights`: weights a graph computes with ``Identity(initializer)`` (the
+   TorchScript exporter's way of sharing equal tensors) or holds in float ``Constant``
+   nodes of more than one element, and that a node reads at a weight position (rule
+   1), become initializers named after the node output, one copy per output, so every
+   layer trains its own weights (ORT training rejects gradients through such sharing).
 """
 
 from __future__ import annotations
 
-__all__ = ["select_frozen", "trainable_candidates", "with_weights"]
+__all__ = ["select_frozen", "trainable_candidates", "untie_weights", "with_weights"]
 
 import fnmatch
 from collections.abc import Iterable
@@ -34,6 +39,7 @@ WEIGHT_INPUTS = {
     "Gather": (0,),
 }
 ARITHMETIC = {"Add", "Sub", "Mul", "Div"}
+_FLOATS = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
 
 
 def trainable_candidates(model: onnx.ModelProto) -> list[str]:
@@ -81,3 +87,40 @@ def with_weights(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> onnx.
         proto.graph.initializer[index].CopyFrom(
             numpy_helper.from_array(value.astype(dtype, copy=False), tensor.name))
     return proto
+
+
+def untie_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` with rule 4 applied, and the number of nodes it replaced."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model)
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    weights = {name for node in graph.node for i, name in enumerate(node.input)
+               if i in WEIGHT_INPUTS.get(node.op_type, ()) or node.op_type in ARITHMETIC}
+    kept, count = [], 0
+    for node in graph.node:
+        out = node.output[0] if node.output else ""
+        default = node.domain in ("", "ai.onnx")
+        tensor = None
+        if out not in weights:
+            pass
+        elif default and node.op_type == "Identity" and node.input[0] in inits \
+                and out not in outputs and inits[node.input[0]].data_type in _FLOATS:
+            tensor = numpy_helper.from_array(numpy_helper.to_array(inits[node.input[0]]), out)
+        elif default and node.op_type == "Constant" and out not in outputs \
+                and len(node.attribute) == 1 and node.attribute[0].name == "value" \
+                and node.attribute[0].t.data_type in _FLOATS \
+                and int(np.prod(node.attribute[0].t.dims)) > 1:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+            tensor.name = out
+        if tensor is None:
+            kept.append(node)
+            continue
+        graph.initializer.append(tensor)
+        inits[out] = tensor
+        count += 1
+    del graph.node[:]
+    graph.node.extend(kept)
+    return proto, count

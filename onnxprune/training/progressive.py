@@ -110,12 +110,15 @@ def compress_progressive(model: str, options: Any, *, output: str | None = None,
     from onnxprune.graph import load_model
     from onnxprune.graph.io import check_destination
     from onnxprune.training.evaluate import fidelity
+    from onnxprune.training.finetune import import_training
 
     started = time.perf_counter()
     epochs = _epochs(options)
     if epochs > 0 and not options.data:
         raise UsageError("fine-tuning needs training data: pass --data (model inputs; "
                          "labels too for --loss ce/mse)")
+    if epochs > 0:
+        import_training()  # exit 7 before any work when the training build is missing
     destination = pathlib.Path(output or default_output(model))
     if write:
         check_destination(destination, model)

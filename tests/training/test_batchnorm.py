@@ -9,7 +9,7 @@ import pytest
 from onnxprune.data import synthetic_source
 from onnxprune.graph import load_model, runtime
 from onnxprune.training import finetune
-from onnxprune.training.batchnorm import _stats_model, batchnorm_stats
+from onnxprune.training.batchnorm import batch_statistics_model, batchnorm_stats
 from onnxprune.training.losses import plan_loss
 from onnxprune.training.params import with_weights
 from onnxprune.training.probe import probe_values
@@ -19,11 +19,11 @@ from tests.training.test_fixtures import perturbed
 MODEL = MODELS / "resnet_basic.ts_keepbn.onnx"
 
 
-def batch_statistics_model(model: onnx.ModelProto, feeds) -> onnx.ModelProto:
+def train_mode_model(model: onnx.ModelProto, feeds) -> onnx.ModelProto:
     """``model`` with every BN normalising by the statistics of the batch (train mode)."""
     bn_inputs = [n.input[0] for n in model.graph.node if n.op_type == "BatchNormalization"]
     ranks = {k: v.ndim for k, v in probe_values(model, feeds, bn_inputs).items()}
-    stats, _ = _stats_model(model, ranks)
+    stats, _ = batch_statistics_model(model, ranks)
     del stats.graph.output[len(model.graph.output):]
     return stats
 
@@ -55,7 +55,7 @@ def test_running_statistics_match_the_fine_tuned_weights(tuned):
         return plan.value(runtime.make_session(model).run(None, feeds), targets)
 
     exported = loss(result.model)
-    train_mode = loss(batch_statistics_model(result.model, feeds))
+    train_mode = loss(train_mode_model(result.model, feeds))
     names = batchnorm_stats(result.model)
     stale = loss(with_weights(result.model, {
         t.name: onnx.numpy_helper.to_array(t) for t in teacher.graph.initializer

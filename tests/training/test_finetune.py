@@ -225,3 +225,27 @@ def test_child_errors_keep_their_type_and_reports_reach_the_parent(caplog):
                              on_report=lambda kind, payload: seen.append(payload["value"]))
     assert total == 6 and seen == [1, 2, 3]
     assert "working on 3 values" in caplog.text
+
+
+def test_weights_shared_through_identity_are_untied_and_trained():
+    # what the TorchScript exporter writes for equal tensors: Identity(initializer)
+    b = GraphBuilder(opset=17, seed=2)
+    x = b.input(["N", 2, 5, 5], name="input")
+    gamma = b.init(np.ones(3, np.float32), name="gamma")
+    beta = b.init(np.zeros(3, np.float32), name="beta")
+    h = b.conv(x, 2, 3, name="conv_a")
+    scale_a = b.op("Identity", [gamma], name="id_a")
+    h = b.op("BatchNormalization", [h, scale_a, beta, b.weight(3), b.positive(3)])
+    h = b.conv(b.op("Relu", [h]), 3, 3, name="conv_b")
+    scale_b = b.op("Identity", [gamma], name="id_b")
+    h = b.op("BatchNormalization", [h, scale_b, beta, b.weight(3), b.positive(3)])
+    h = b.op("Flatten", [b.op("GlobalAveragePool", [b.op("Relu", [h])])])
+    b.output(b.op("Gemm", [h, b.weight(3, 3), b.weight(3)], name="head", transB=1))
+    model = b.model()
+    result = finetune(model, _source(model, labels=True), loss="ce", epochs=2, lr=1e-2,
+                      batch_size=16, isolate=False)
+    assert result.notes[0].startswith("2 Constant/Identity weight node(s)")
+    trained = weights(result.model)
+    assert {"id_a_out", "id_b_out"} <= set(result.trainable)
+    assert not np.array_equal(trained["id_a_out"], trained["id_b_out"])
+    assert "Identity" not in {n.op_type for n in result.model.graph.node}

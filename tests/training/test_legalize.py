@@ -183,3 +183,30 @@ def test_local_check_freezes_a_wrong_rewrite(monkeypatch):
                      extra=[np.ones((5, 4, 3, 3), F)])
     legal = legalize(model, BATCH, feeds_for(model))
     assert "not exact" in legal.frozen_nodes["Conv 'target'"]
+
+
+def test_ort_conv_same_gradient_is_wrong_without_explicit_pads():
+    """Why Conv auto_pad is rewritten: ORT 1.19's ConvGrad ignores SAME_* padding."""
+    import tempfile
+
+    from onnxprune.training.ort import build_artifacts, import_training
+    from tests.training.helpers import with_projection_loss
+
+    model = op_model("Conv", strides=[2, 2], auto_pad="SAME_UPPER",
+                     extra=[np.random.default_rng(3).standard_normal((5, 4, 3, 3)).astype(F)])
+    feeds = feeds_for(model)
+    y = outputs(model, feeds)[0]
+    projection = np.random.default_rng(7).standard_normal(y.shape)
+    _, api = import_training()
+    with tempfile.TemporaryDirectory() as folder:
+        art = build_artifacts(with_projection_loss(model, projection), ["w0"], [], folder)
+        state = api.CheckpointState.load_checkpoint(art.checkpoint)
+        module = api.Module(art.training_model, state, art.eval_model)
+        module.train()
+        module(*[feeds[n] for n in module.input_names()])
+        raw = np.array(state.parameters["w0"].grad).reshape(-1)
+    legalized = ort_gradient(model, feeds, "w0", projection).reshape(-1)
+    picks, numeric = numeric_gradient(model, feeds, "w0", projection, count=12)
+    scale = np.abs(legalized).max()
+    assert np.abs(legalized[picks] - numeric).max() < 0.05 * scale
+    assert np.abs(raw[picks] - numeric).max() > 0.2 * scale

@@ -1,0 +1,191 @@
+"""Fine-tuning throughput: onnxprune (ONNX Runtime training) against a PyTorch CPU loop.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/finetune_throughput.py \
+        [--torch-python /work/venvs/torch/bin/python] [--threads 1,2] [--batch 64] \
+        [--steps 60] [--epochs 4] [--json out.json]
+
+The same network, a 10-conv ResNet-like CNN with BatchNorm (input 3x32x32, 10
+classes, ~160k parameters), is trained both ways on the same random data with the
+same recipe: cross-entropy on labels, AdamW (lr 1e-3), batch ``--batch``, BatchNorm
+with batch statistics, data shuffled every epoch.
+
+1. PyTorch part (torch==2.13.0 CPU, run by ``--torch-python``, a venv with torch;
+   onnxprune's venv does not need torch): builds the network with seed 0, exports it
+   (TorchScript exporter, opset 17, BatchNorm kept), writes the data, and times
+   ``--steps`` steps of a plain training loop (``model.train()``, forward, loss,
+   backward, step) after 10 warm-up steps, for each thread count
+   (``torch.set_num_threads``).
+2. onnxprune part (this venv): ``onnxprune.training.finetune(model, data, loss="ce")``
+   for ``--epochs`` epochs of ``--steps`` steps with ``threads=N`` and each graph
+   optimization level; samples/s is the mean of the per-epoch throughput of the
+   epochs after the first (which includes session warm-up).
+
+Prints one markdown table (docs/finetune.md) with the ratio onnxprune / PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TORCH_PYTHON = "/work/venvs/torch/bin/python"
+LEVELS = ("basic", "extended", "all")
+
+
+# -- PyTorch part (runs in the torch venv) -------------------------------------------
+def torch_part(folder: pathlib.Path, threads: list[int], batch: int, steps: int) -> None:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.down = None
+            if stride != 1 or c_in != c_out:
+                self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                          nn.BatchNorm2d(c_out))
+
+        def forward(self, x):
+            y = torch.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            return torch.relu(y + (x if self.down is None else self.down(x)))
+
+    class Net(nn.Module):  # 10 convolutions
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1, bias=False),
+                                      nn.BatchNorm2d(32), nn.ReLU())
+            self.blocks = nn.Sequential(Block(32, 32, 1), Block(32, 64, 2), Block(64, 64, 1),
+                                        Block(64, 64, 1))
+            self.head = nn.Linear(64, 10)
+
+        def forward(self, x):
+            y = self.blocks(self.stem(x))
+            return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+    net = Net()
+    rng = np.random.default_rng(0)
+    count = batch * steps
+    x = rng.standard_normal((count, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, count).astype(np.int64)
+    np.savez(folder / "data.npz", input=x, labels=y)
+    net.eval()
+    torch.onnx.export(net, (torch.from_numpy(x[:2]),), str(folder / "net.onnx"), dynamo=False,
+                      opset_version=17, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                      training=torch.onnx.TrainingMode.PRESERVE)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    results = {}
+    for count_threads in threads:
+        torch.set_num_threads(count_threads)
+        model = Net()
+        model.load_state_dict(net.state_dict())
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+        loss_fn = nn.CrossEntropyLoss()
+        generator = torch.Generator().manual_seed(0)
+
+        def step(index: torch.Tensor, model=model, opt=opt, loss_fn=loss_fn) -> None:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xt[index]), yt[index])
+            loss.backward()
+            opt.step()
+
+        order = torch.randperm(len(xt), generator=generator)
+        for i in range(10):
+            step(order[i * batch:(i + 1) * batch])
+        started = time.perf_counter()
+        done = 0
+        while done < steps:
+            order = torch.randperm(len(xt), generator=generator)
+            for i in range(min(steps - done, len(xt) // batch)):
+                step(order[i * batch:(i + 1) * batch])
+                done += 1
+        seconds = time.perf_counter() - started
+        results[count_threads] = {"samples_per_second": steps * batch / seconds,
+                                  "step_ms": 1000 * seconds / steps}
+    (folder / "torch.json").write_text(json.dumps(
+        {"torch": torch.__version__, "results": results,
+         "params": sum(p.numel() for p in net.parameters())}))
+
+
+# -- onnxprune part (this venv) ----------------------------------------------------------
+def onnxprune_part(folder: pathlib.Path, threads: int, batch: int, epochs: int,
+                   level: str, bn: str) -> dict:
+    import onnx
+
+    from onnxprune.data import open_data
+    from onnxprune.graph import load_model
+    from onnxprune.training import finetune
+
+    model = onnx.load(folder / "net.onnx")
+    data = open_data(folder / "data.npz", load_model(folder / "net.onnx").model)
+    result = finetune(model, data, loss="ce", epochs=epochs, lr=1e-3, batch_size=batch,
+                      threads=threads, optimization=level, bn=bn, isolate=False,
+                      lr_schedule="constant")
+    later = [h["samples_per_second"] for h in result.history[1:]]
+    rate = sum(later) / len(later)
+    return {"samples_per_second": rate, "step_ms": 1000 * batch / rate}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--torch-python", default=TORCH_PYTHON)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--json")
+    ap.add_argument("--torch-part", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    threads = [int(t) for t in args.threads.split(",")]
+    if args.torch_part:
+        torch_part(pathlib.Path(args.torch_part), threads, args.batch, args.steps)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        subprocess.run([args.torch_python, __file__, "--torch-part", str(folder),
+                        "--threads", args.threads, "--batch", str(args.batch),
+                        "--steps", str(args.steps)], check=True)
+        reference = json.loads((folder / "torch.json").read_text())
+        rows = []
+        for count in threads:
+            torch_rate = reference["results"][str(count)]["samples_per_second"]
+            for bn in ("batch", "frozen"):
+                for level in LEVELS if bn == "batch" else ("all",):
+                    ours = onnxprune_part(folder, count, args.batch, args.epochs, level, bn)
+                    rows.append({"threads": count, "bn": bn, "optimization": level,
+                                 "torch": round(torch_rate, 1),
+                                 "onnxprune": round(ours["samples_per_second"], 1),
+                                 "ratio": round(ours["samples_per_second"] / torch_rate, 3)})
+    print(f"PyTorch {reference['torch']}, {reference['params']:,} parameters, batch "
+          f"{args.batch}, {args.steps} timed steps")
+    print("| threads | BatchNorm | ORT graph optimization | PyTorch samples/s | "
+          "onnxprune samples/s | onnxprune / PyTorch |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['threads']} | {r['bn']} | {r['optimization']} | {r['torch']} | "
+              f"{r['onnxprune']} | {r['ratio']:.2f}x |")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({"torch": reference, "rows": rows},
+                                                      indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
