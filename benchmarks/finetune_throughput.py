@@ -2,32 +2,37 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/finetune_throughput.py \
         [--torch-python /work/venvs/torch/bin/python] [--threads 1,2] [--batch 64] \
-        [--steps 60] [--epochs 4] [--json out.json]
+        [--steps 40] [--rounds 3] [--levels all] [--json out.json]
 
 The same network, a 10-conv ResNet-like CNN with BatchNorm (input 3x32x32, 10
-classes, ~160k parameters), is trained both ways on the same random data with the
-same recipe: cross-entropy on labels, AdamW (lr 1e-3), batch ``--batch``, BatchNorm
-with batch statistics, data shuffled every epoch.
+classes, 225,834 parameters), is trained both ways on the same random data with the
+same recipe: cross-entropy on labels, AdamW (lr 1e-3, constant), batch ``--batch``,
+BatchNorm with batch statistics, data shuffled every epoch.
 
 1. PyTorch part (torch==2.13.0 CPU, run by ``--torch-python``, a venv with torch;
-   onnxprune's venv does not need torch): builds the network with seed 0, exports it
-   (TorchScript exporter, opset 17, BatchNorm kept), writes the data, and times
-   ``--steps`` steps of a plain training loop (``model.train()``, forward, loss,
-   backward, step) after 10 warm-up steps, for each thread count
-   (``torch.set_num_threads``).
-2. onnxprune part (this venv): ``onnxprune.training.finetune(model, data, loss="ce")``
-   for ``--epochs`` epochs of ``--steps`` steps with ``threads=N`` and each graph
-   optimization level; samples/s is the mean of the per-epoch throughput of the
-   epochs after the first (which includes session warm-up).
+   onnxprune's venv needs no torch): builds the network with seed 0, exports it once
+   (TorchScript exporter, opset 17, BatchNorm kept) with the data, and times
+   ``--steps`` steps of a plain loop (``model.train()``, forward, loss, backward, step)
+   after 10 warm-up steps per thread count (``torch.set_num_threads``).
+2. onnxprune part (this venv): ``onnxprune.training.finetune(model, data, loss="ce",
+   threads=N, optimization=LEVEL)`` for 1 + ``--steps / 20`` epochs of 20 steps; the
+   samples/s of the epochs after the first (session warm-up) is the throughput, data
+   pipeline included.
+3. The machine is shared, so the two parts alternate: each of ``--rounds`` rounds
+   measures PyTorch, then onnxprune, for every configuration; the table gives the
+   median over rounds of each throughput and of the per-round ratio, and the load
+   average at the start of each round.
 
-Prints one markdown table (docs/finetune.md) with the ratio onnxprune / PyTorch.
+Prints one markdown table (docs/finetune.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,11 +40,12 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TORCH_PYTHON = "/work/venvs/torch/bin/python"
-LEVELS = ("basic", "extended", "all")
+EPOCH_STEPS = 20
 
 
 # -- PyTorch part (runs in the torch venv) -------------------------------------------
-def torch_part(folder: pathlib.Path, threads: list[int], batch: int, steps: int) -> None:
+def torch_part(folder: pathlib.Path, threads: list[int], batch: int, steps: int,
+               samples: int) -> None:
     import numpy as np
     import torch
     from torch import nn
@@ -78,15 +84,17 @@ def torch_part(folder: pathlib.Path, threads: list[int], batch: int, steps: int)
 
     net = Net()
     rng = np.random.default_rng(0)
-    count = batch * steps
+    count = samples
     x = rng.standard_normal((count, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, count).astype(np.int64)
-    np.savez(folder / "data.npz", input=x, labels=y)
-    net.eval()
-    torch.onnx.export(net, (torch.from_numpy(x[:2]),), str(folder / "net.onnx"), dynamo=False,
-                      opset_version=17, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                      training=torch.onnx.TrainingMode.PRESERVE)
+    if not (folder / "net.onnx").exists():
+        np.savez(folder / "data.npz", input=x, labels=y)
+        net.eval()
+        torch.onnx.export(net, (torch.from_numpy(x[:2]),), str(folder / "net.onnx"),
+                          dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          training=torch.onnx.TrainingMode.PRESERVE)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     results = {}
     for count_threads in threads:
@@ -124,7 +132,7 @@ def torch_part(folder: pathlib.Path, threads: list[int], batch: int, steps: int)
 
 # -- onnxprune part (this venv) ----------------------------------------------------------
 def onnxprune_part(folder: pathlib.Path, threads: int, batch: int, epochs: int,
-                   level: str, bn: str) -> dict:
+                   level: str) -> dict:
     import onnx
 
     from onnxprune.data import open_data
@@ -134,11 +142,18 @@ def onnxprune_part(folder: pathlib.Path, threads: int, batch: int, epochs: int,
     model = onnx.load(folder / "net.onnx")
     data = open_data(folder / "data.npz", load_model(folder / "net.onnx").model)
     result = finetune(model, data, loss="ce", epochs=epochs, lr=1e-3, batch_size=batch,
-                      threads=threads, optimization=level, bn=bn, isolate=False,
+                      threads=threads, optimization=level, isolate=False,
                       lr_schedule="constant")
     later = [h["samples_per_second"] for h in result.history[1:]]
     rate = sum(later) / len(later)
     return {"samples_per_second": rate, "step_ms": 1000 * batch / rate}
+
+
+def _load() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return float("nan")
 
 
 def main(argv=None) -> int:
@@ -147,42 +162,53 @@ def main(argv=None) -> int:
     ap.add_argument("--torch-python", default=TORCH_PYTHON)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--levels", default="all", help="ORT graph optimization levels to try")
     ap.add_argument("--json")
     ap.add_argument("--torch-part", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
+    samples = args.batch * EPOCH_STEPS
     if args.torch_part:
-        torch_part(pathlib.Path(args.torch_part), threads, args.batch, args.steps)
+        torch_part(pathlib.Path(args.torch_part), threads, args.batch, args.steps, samples)
         return 0
+    levels = args.levels.split(",")
+    epochs = 1 + max(1, args.steps // EPOCH_STEPS)
+    measured: dict[tuple, list] = {}
+    loads = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)
-        subprocess.run([args.torch_python, __file__, "--torch-part", str(folder),
-                        "--threads", args.threads, "--batch", str(args.batch),
-                        "--steps", str(args.steps)], check=True)
-        reference = json.loads((folder / "torch.json").read_text())
-        rows = []
-        for count in threads:
-            torch_rate = reference["results"][str(count)]["samples_per_second"]
-            for bn in ("batch", "frozen"):
-                for level in LEVELS if bn == "batch" else ("all",):
-                    ours = onnxprune_part(folder, count, args.batch, args.epochs, level, bn)
-                    rows.append({"threads": count, "bn": bn, "optimization": level,
-                                 "torch": round(torch_rate, 1),
-                                 "onnxprune": round(ours["samples_per_second"], 1),
-                                 "ratio": round(ours["samples_per_second"] / torch_rate, 3)})
+        for _ in range(args.rounds):
+            loads.append(_load())
+            subprocess.run([args.torch_python, __file__, "--torch-part", str(folder),
+                            "--threads", args.threads, "--batch", str(args.batch),
+                            "--steps", str(args.steps)], check=True)
+            reference = json.loads((folder / "torch.json").read_text())
+            for count in threads:
+                torch_rate = reference["results"][str(count)]["samples_per_second"]
+                for level in levels:
+                    ours = onnxprune_part(folder, count, args.batch, epochs, level)
+                    measured.setdefault((count, level), []).append(
+                        (torch_rate, ours["samples_per_second"]))
     print(f"PyTorch {reference['torch']}, {reference['params']:,} parameters, batch "
-          f"{args.batch}, {args.steps} timed steps")
-    print("| threads | BatchNorm | ORT graph optimization | PyTorch samples/s | "
-          "onnxprune samples/s | onnxprune / PyTorch |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['threads']} | {r['bn']} | {r['optimization']} | {r['torch']} | "
-              f"{r['onnxprune']} | {r['ratio']:.2f}x |")
+          f"{args.batch}, {args.rounds} rounds, load average at round start: {loads}")
+    print("| threads | ORT graph optimization | PyTorch samples/s | onnxprune samples/s | "
+          "onnxprune / PyTorch (median, min-max of rounds) |")
+    print("|---|---|---|---|---|")
+    rows = []
+    for (count, level), pairs in measured.items():
+        ratios = [o / t for t, o in pairs]
+        row = {"threads": count, "optimization": level,
+               "torch": statistics.median(t for t, _ in pairs),
+               "onnxprune": statistics.median(o for _, o in pairs),
+               "ratio": statistics.median(ratios), "ratios": ratios}
+        rows.append(row)
+        print(f"| {count} | {level} | {row['torch']:.1f} | {row['onnxprune']:.1f} | "
+              f"{row['ratio']:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |")
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps({"torch": reference, "rows": rows},
-                                                      indent=1))
+        pathlib.Path(args.json).write_text(json.dumps({"rows": rows, "loads": loads,
+                                                       "torch": reference}, indent=1))
     return 0
 
 

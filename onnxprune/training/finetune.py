@@ -11,7 +11,8 @@ Rules:
 2. ``loss="distill"`` (default) learns the outputs of ``teacher`` (default: the
    model as given) on the same batch; ``ce`` and ``mse`` use the data's labels.
 3. ``masks`` maps initializer names to 0/1 arrays of the same shape; masked weights
-   are zeroed before training and after every optimizer step, so they stay zero.
+   are zeroed before training and after every optimizer step, so they stay zero (the
+   default teacher is then the given model before masking).
 4. Training runs in a child process (``isolate=True``), so a native crash of ONNX
    Runtime becomes an :class:`UnsupportedModelError`; without the training build a
    :class:`RuntimeMissingError` (exit 7) says what to install.
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from onnxprune.data import DataSource
 from onnxprune.errors import UsageError, VerificationError
@@ -140,8 +142,13 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
     options.validate()
     import_training()  # fail fast (exit 7) before starting a process
     model, untied = untie_weights(model)
+    masks = _check_masks(model, masks)
+    if masks:  # rule 3 for every masked weight, trained or not; the teacher stays unmasked
+        teacher = teacher or model
+        model = with_weights(model, {t.name: numpy_helper.to_array(t) * masks[t.name]
+                                     for t in model.graph.initializer if t.name in masks})
     job = Job(model.SerializeToString(), teacher.SerializeToString() if teacher else None,
-              data, options, _check_masks(model, masks))
+              data, options, masks)
 
     def on_report(kind: str, payload: Any) -> None:
         if kind == "progress" and progress is not None:

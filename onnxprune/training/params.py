@@ -24,6 +24,7 @@ from __future__ import annotations
 __all__ = ["select_frozen", "trainable_candidates", "untie_weights", "with_weights"]
 
 import fnmatch
+import logging
 from collections.abc import Iterable
 
 import numpy as np
@@ -31,6 +32,8 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from onnxprune.errors import UsageError
+
+logger = logging.getLogger(__name__)
 
 WEIGHT_INPUTS = {
     "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (0, 1, 2), "MatMul": (0, 1),
@@ -62,11 +65,14 @@ def trainable_candidates(model: onnx.ModelProto) -> list[str]:
 
 
 def select_frozen(names: Iterable[str], patterns: Iterable[str]) -> set[str]:
-    """The ``names`` matched by ``patterns`` (exact names or fnmatch globs, rule 2)."""
+    """The ``names`` matched by ``patterns`` (exact names or fnmatch globs, rule 2); a
+    pattern that matches nothing is logged as a warning (a typo freezes nothing)."""
     names = list(names)
     chosen = set()
     for pattern in patterns:
         matched = {n for n in names if n == pattern or fnmatch.fnmatchcase(n, pattern)}
+        if not matched:
+            logger.warning("frozen pattern %r matches no trainable weight", pattern)
         chosen |= matched
     return chosen
 

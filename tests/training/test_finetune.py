@@ -82,6 +82,19 @@ def test_masked_weights_stay_exactly_zero(pruned_digits):
     assert np.all(trained[mask == 1] != weights(model)[name][mask == 1])
 
 
+def test_masks_on_frozen_weights_are_applied_too(pruned_digits, caplog):
+    model, data = pruned_digits
+    mask = np.zeros(10, np.float32)
+    mask[:5] = 1
+    with caplog.at_level(logging.WARNING):
+        result = finetune(model, data, teacher=onnx.load(DIGITS), max_steps=3,
+                          frozen=["head.3.bias", "no_such_weight"],
+                          masks={"head.3.bias": mask}, isolate=False)
+    bias = weights(result.model)["head.3.bias"]
+    np.testing.assert_array_equal(bias, weights(model)["head.3.bias"] * mask)
+    assert "'no_such_weight' matches no trainable weight" in caplog.text
+
+
 def test_frozen_names_and_globs_stay_bit_identical(pruned_digits):
     model, data = pruned_digits
     before = weights(model)

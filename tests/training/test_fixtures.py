@@ -48,6 +48,8 @@ def test_finetune_zoo_model_reduces_loss_and_exports_exactly(name):
     expected = CASES[name] | ({"BatchNormalization"} if bn == "frozen" else set())
     assert expected <= set(result.rewritten), result.rewritten
     assert not result.frozen_nodes
+    floats = [o for o in teacher.graph.output if o.type.tensor_type.elem_type == 1]
+    assert len(result.loss["terms"]) == len(floats)  # every float output (yolo_neck: 3)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.8 * losses[0], losses
     # the exported model (original op structure) equals the trained training form

@@ -210,3 +210,36 @@ def test_ort_conv_same_gradient_is_wrong_without_explicit_pads():
     scale = np.abs(legalized).max()
     assert np.abs(legalized[picks] - numeric).max() < 0.05 * scale
     assert np.abs(raw[picks] - numeric).max() > 0.2 * scale
+
+
+def test_relu_rewrite_has_relus_gradient_including_zero_inputs():
+    """Relu is rewritten for speed; the gradient must stay Relu's (0 where x == 0)."""
+    import tempfile
+
+    from onnx import TensorProto, numpy_helper
+
+    from onnxprune.training.ort import build_artifacts, import_training
+
+    nodes = [helper.make_node("Add", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"]),
+             helper.make_node("ReduceSum", ["y"], ["loss"], keepdims=0)]
+    graph = helper.make_graph(
+        nodes, "relu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5])],
+        [helper.make_tensor_value_info("loss", TensorProto.FLOAT, [])],
+        [numpy_helper.from_array(np.ones(5, F), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.array([-1.0, -1.0, -3.0, 0.5, 2.0], F)  # x + w = 0, 0, -2, 1.5, 3
+    legal = legalize(model, 5, {"x": x})
+    assert legal.rewritten == {"Relu": 1}
+    _, api = import_training()
+    grads = []
+    for proto in (model, legal.model):
+        with tempfile.TemporaryDirectory() as folder:
+            art = build_artifacts(proto, ["w"], [], folder)
+            state = api.CheckpointState.load_checkpoint(art.checkpoint)
+            module = api.Module(art.training_model, state, art.eval_model)
+            module.train()
+            module(x)
+            grads.append(np.array(state.parameters["w"].grad))
+    np.testing.assert_array_equal(grads[0], [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(grads[1], grads[0])

@@ -48,8 +48,9 @@ def test_step_target_is_relative_to_the_current_model():
 
 def test_progressive_distillation_keeps_digits_accuracy(tmp_path):
     out = tmp_path / "p.onnx"
+    html = tmp_path / "report.html"
     result = compress(DIGITS, 0.7, output=out, steps=4, finetune_epochs=1,
-                      data=str(DIGITS_TRAIN), eval_data=str(DIGITS_TEST))
+                      data=str(DIGITS_TRAIN), eval_data=str(DIGITS_TEST), html_report=str(html))
     assert result.achieved >= 0.7 and result.params_after <= 0.3 * result.params_before
     assert len(result.steps) == 4
     assert [s["step"] for s in result.steps] == [1, 2, 3, 4]
@@ -69,6 +70,8 @@ def test_progressive_distillation_keeps_digits_accuracy(tmp_path):
     validate_report(report)
     assert report["steps"] == json.loads(json.dumps(result.steps))
     assert report["options"]["steps"] == 4
+    page = html.read_text()
+    assert "Fidelity per step" in page and "no progressive steps" not in page
 
 
 def test_progressive_cross_entropy_from_the_cli(tmp_path):
