@@ -11,11 +11,15 @@ variance describe the *original* weights. After training:
    variance become the averages of the per-batch statistics, i.e. what the layer
    saw while it was trained (PyTorch's ``update_bn`` with the training graph's
    biased variance).
+3. :func:`statistics_mismatch` says whether training with batch statistics suits the
+   data at all: the relative L2 distance between the model's float outputs with batch
+   statistics and with its stored ones on one batch. Data the statistics were
+   collected on gives a few percent; other data (or never-trained statistics) much more.
 """
 
 from __future__ import annotations
 
-__all__ = ["batch_statistics_model", "batchnorm_stats", "recalibrate"]
+__all__ = ["batch_statistics_model", "batchnorm_stats", "recalibrate", "statistics_mismatch"]
 
 from collections.abc import Iterable
 
@@ -110,3 +114,25 @@ def recalibrate(model: onnx.ModelProto, batches: Iterable[dict[str, np.ndarray]]
         result[mean_init] = (sums[mean] / count).reshape(-1).astype(dtype)
         result[var_init] = (sums[var] / count).reshape(-1).astype(dtype)
     return result
+
+
+def statistics_mismatch(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> float:
+    """Rule 3: ``||y_batch_stats - y_stored|| / ||y_stored||`` over float outputs."""
+    from onnxprune.training.probe import probe_values
+
+    nodes = _bn_nodes(model)
+    if not nodes:
+        return 0.0
+    probed = probe_values(model, feeds, [n.input[0] for n in nodes])
+    stats, _ = batch_statistics_model(model, {k: v.ndim for k, v in probed.items()})
+    del stats.graph.output[len(model.graph.output):]
+    session = runtime.make_session(runtime_ready(stats), optimize=False)
+    inputs = {i.name for i in session.get_inputs()}
+    batch = session.run(None, {k: v for k, v in feeds.items() if k in inputs})
+    stored = runtime.make_session(runtime_ready(model), optimize=False).run(None, feeds)
+    num = den = 0.0
+    for a, b in zip(batch, stored):
+        if np.issubdtype(np.asarray(b).dtype, np.floating):
+            num += float(np.sum((np.asarray(a, np.float64) - b) ** 2))
+            den += float(np.sum(np.asarray(b, np.float64) ** 2))
+    return float(np.sqrt(num / den)) if den > 0 else 0.0

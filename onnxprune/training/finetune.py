@@ -65,6 +65,7 @@ class FinetuneResult:
     eval_loss: float
     exported_loss: float
     trainable_params: int
+    bn: str = "batch"
 
     @property
     def final_loss(self) -> float | None:
@@ -130,7 +131,8 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
     constant), ``warmup`` (fraction of steps), ``loss_weights`` (one per float output),
     ``threads``, ``optimization`` (basic, extended, all), ``bn`` (``batch``: train
     BatchNormalization with batch statistics and recompute the running ones afterwards;
-    ``frozen``: keep inference semantics), ``recalibrate_bn`` (True),
+    ``frozen``: keep inference semantics; ``auto``, the default: ``batch`` when the
+    stored statistics fit the data), ``recalibrate_bn`` (True),
     ``bn_samples``, ``shuffle_pool``, ``max_steps`` (stop early).
     """
     unknown = set(settings) - {f.name for f in dataclasses.fields(Settings)}

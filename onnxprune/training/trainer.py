@@ -6,7 +6,10 @@ Steps of :func:`run_job`:
    loss (:mod:`onnxprune.training.losses`).
 2. Legalize the model at the training batch (:mod:`onnxprune.training.legalize`) and
    check that it equals the model on that batch.
-3. Trainable = the candidate initializers (:mod:`onnxprune.training.params`) minus
+3. ``bn="auto"`` (default) trains BatchNormalization with batch statistics when they
+   fit the data (:func:`onnxprune.training.batchnorm.statistics_mismatch` <=
+   ``BN_MISMATCH``), else keeps the stored statistics (``frozen``) with a note.
+   Trainable = the candidate initializers (:mod:`onnxprune.training.params`) minus
    ``frozen`` and what frozen nodes depend on. BatchNormalization running statistics
    are listed as frozen parameters so the eval model reads them from the checkpoint.
 4. Build the artifacts. When ONNX Runtime rejects an op at build or load time, the
@@ -42,7 +45,7 @@ from onnxprune.data import DataSource
 from onnxprune.errors import DataError, UnsupportedModelError, UsageError, VerificationError
 from onnxprune.graph import runtime
 from onnxprune.training.batches import shuffled_batches, steps_per_epoch
-from onnxprune.training.batchnorm import batchnorm_stats, recalibrate
+from onnxprune.training.batchnorm import batchnorm_stats, recalibrate, statistics_mismatch
 from onnxprune.training.legalize import legalize
 from onnxprune.training.losses import append_loss, plan_loss
 from onnxprune.training.ort import (
@@ -57,6 +60,7 @@ from onnxprune.training.params import select_frozen, trainable_candidates, with_
 logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 4
+BN_MISMATCH = 0.2  # relative output distance above which bn="auto" keeps BN statistics
 SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -78,7 +82,7 @@ class Settings:
     loss_weights: tuple[float, ...] | None = None
     threads: int | None = None
     optimization: str = "all"
-    bn: str = "batch"
+    bn: str = "auto"
     recalibrate_bn: bool = True
     bn_samples: int = 2048
     shuffle_pool: int = 8192
@@ -96,8 +100,8 @@ class Settings:
                              f"({', '.join(SCHEDULES)})")
         if self.batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.bn not in ("batch", "frozen"):
-            raise UsageError(f"unknown bn mode {self.bn!r} (batch, frozen)")
+        if self.bn not in ("auto", "batch", "frozen"):
+            raise UsageError(f"unknown bn mode {self.bn!r} (auto, batch, frozen)")
         if self.temperature <= 0:
             raise UsageError(f"temperature must be > 0, got {self.temperature}")
 
@@ -191,14 +195,27 @@ class _Setup:
             teacher_outputs = self.teacher.run(None, self.first)
         self.plan = plan_loss(settings.loss, self.names, outputs, teacher_outputs,
                               settings.temperature, settings.loss_weights)
+        self.bn_mode, self.bn_note = self._bn_mode(settings.bn)
         self._build(job, folder, report, outputs)
+
+    def _bn_mode(self, requested: str) -> tuple[str, str | None]:
+        """``auto``: batch statistics when the model's stored ones fit the data."""
+        if requested != "auto" or not batchnorm_stats(self.model):
+            return ("batch" if requested == "auto" else requested), None
+        mismatch = statistics_mismatch(self.model, self.first)
+        if mismatch <= BN_MISMATCH:
+            return "batch", None
+        note = (f"BatchNormalization kept its statistics (bn=frozen): with batch statistics "
+                f"the outputs differ by {mismatch:.0%} on this data (> {BN_MISMATCH:.0%})")
+        logger.warning("%s", note)
+        return "frozen", note
 
     def _build(self, job: Job, folder: str, report: Report, outputs: list) -> None:
         settings = job.settings
         _, api = import_training()
         extra: dict[str, str] = {}
         for attempt in range(MAX_RETRIES + 1):
-            legal = legalize(self.model, self.batch, self.first, extra, bn=settings.bn)
+            legal = legalize(self.model, self.batch, self.first, extra, bn=self.bn_mode)
             diff = _max_diff(runtime.make_session(legal.model, optimize=False).run(
                 None, self.first), outputs)
             if diff > 1e-4:
@@ -233,7 +250,7 @@ class _Setup:
                 continue
             break
         self.legal, self.trainable, self.frozen = legal, trainable, sorted(frozen)
-        self.notes = legal.notes()
+        self.notes = legal.notes() + ([self.bn_note] if self.bn_note else [])
 
 
 def _apply_masks(state: Any, masks: dict[str, np.ndarray]) -> None:
@@ -360,6 +377,7 @@ def run_job(job: Job, report: Report) -> dict:
             "trainable": setup.trainable, "frozen": setup.frozen,
             "frozen_nodes": setup.legal.frozen_nodes, "rewritten": setup.legal.rewritten,
             "loss": setup.plan.to_dict(), "batch_size": setup.batch, "steps": steps,
+            "bn": setup.bn_mode,
             "seconds": round(seconds, 3),
             "samples_per_second": round(steps * setup.batch / seconds, 1) if seconds else None,
             "export_diff": export_diff, "eval_loss": eval_loss,

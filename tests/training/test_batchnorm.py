@@ -9,7 +9,12 @@ import pytest
 from onnxprune.data import synthetic_source
 from onnxprune.graph import load_model, runtime
 from onnxprune.training import finetune
-from onnxprune.training.batchnorm import batch_statistics_model, batchnorm_stats
+from onnxprune.training.batchnorm import (
+    batch_statistics_model,
+    batchnorm_stats,
+    recalibrate,
+    statistics_mismatch,
+)
 from onnxprune.training.losses import plan_loss
 from onnxprune.training.params import with_weights
 from onnxprune.training.probe import probe_values
@@ -33,7 +38,7 @@ def tuned():
     teacher = onnx.load(MODEL)
     data = synthetic_source(load_model(MODEL).model, 256, seed=0)
     result = finetune(perturbed(teacher, scale=0.5), data, teacher=teacher, epochs=3, lr=3e-3,
-                      batch_size=32, isolate=False)
+                      batch_size=32, isolate=False, bn="batch")
     return teacher, data, result
 
 
@@ -75,5 +80,19 @@ def test_momentum_statistics_are_exported_without_recalibration():
     teacher = onnx.load(MODEL)
     data = synthetic_source(load_model(MODEL).model, 64, seed=0)
     result = finetune(perturbed(teacher, scale=0.5), data, teacher=teacher, epochs=2, lr=3e-3,
-                      batch_size=32, isolate=False, recalibrate_bn=False)
+                      batch_size=32, isolate=False, recalibrate_bn=False, bn="batch")
     assert result.exported_loss == pytest.approx(result.eval_loss, rel=1e-4)
+
+
+def test_auto_mode_uses_batch_statistics_only_when_they_fit_the_data():
+    teacher = onnx.load(MODEL)  # never trained: its statistics are PyTorch's defaults
+    data = synthetic_source(load_model(MODEL).model, 64, seed=0)
+    feeds = next(data.batches(32))
+    assert statistics_mismatch(teacher, feeds) > 0.2
+    fitted = with_weights(teacher, recalibrate(teacher, data.batches(32)))
+    assert statistics_mismatch(fitted, feeds) < 0.2
+    stale = finetune(teacher, data, max_steps=2, batch_size=32, isolate=False)
+    assert stale.bn == "frozen" and "kept its statistics" in stale.notes[-1]
+    assert "BatchNormalization" in stale.rewritten
+    fit = finetune(fitted, data, max_steps=2, batch_size=32, isolate=False)
+    assert fit.bn == "batch" and "BatchNormalization" not in fit.rewritten
