@@ -49,7 +49,7 @@ def test_step_target_is_relative_to_the_current_model():
 def test_progressive_distillation_keeps_digits_accuracy(tmp_path):
     out = tmp_path / "p.onnx"
     html = tmp_path / "report.html"
-    result = compress(DIGITS, 0.7, output=out, steps=4, finetune_epochs=1,
+    result = compress(DIGITS, 0.7, output=out, steps=4, finetune_epochs=2,
                       data=str(DIGITS_TRAIN), eval_data=str(DIGITS_TEST), html_report=str(html))
     assert result.achieved >= 0.7 and result.params_after <= 0.3 * result.params_before
     assert len(result.steps) == 4
@@ -65,6 +65,7 @@ def test_progressive_distillation_keeps_digits_accuracy(tmp_path):
     assert all(d is not None and d < 1e-4 for d in result.verification["steps_max_rel_diff"])
     assert result.steps[-1]["accuracy"] == pytest.approx(accuracy(out), abs=1e-6)
     # fewer epochs than the documented run (benchmarks/finetune_digits.py): a looser bound
+    # (measured 97.96%; the documented run: 98.33-98.89%)
     assert accuracy(out) >= ORIGINAL_ACCURACY - 0.03
     report = json.loads(out.with_name(out.name + ".report.json").read_text())
     validate_report(report)
