@@ -222,13 +222,18 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         calibration=calib.report(),
     )
     if write and report:
-        document = _report_document(result, options)
-        write_report(document, report_path(out_path))
-        if options.html_report:
-            from onnxprune.reporting.html import write_html
-
-            write_html(document, options.html_report)
+        write_reports(result, options)
     return result
+
+
+def write_reports(result: CompressResult, options: CompressOptions) -> None:
+    """``<output>.report.json`` and, when asked, the HTML page (every compress flow)."""
+    document = _report_document(result, options)
+    write_report(document, report_path(result.output))
+    if options.html_report:
+        from onnxprune.reporting.html import write_html
+
+        write_html(document, options.html_report)
 
 
 def _report_document(result: CompressResult, options: CompressOptions) -> dict:

@@ -172,11 +172,10 @@ def _finish(model: str, loaded: Any, original: onnx.ModelProto, options: Any,
             destination: pathlib.Path, write: bool, report: bool, started: float) -> Any:
     """Rule 4: verify and write the final model, build the result and its report."""
     from onnxprune.analysis import analyze
-    from onnxprune.compress import CompressResult, _file_size, _report_document
+    from onnxprune.compress import CompressResult, _file_size, write_reports
     from onnxprune.graph import load_model
     from onnxprune.graph.io import StagedOutput
     from onnxprune.reporting import layer_rows
-    from onnxprune.reporting.report import report_path, write_report
     from onnxprune.rewrite.verify import verify
 
     final = load_model(final_path)
@@ -213,11 +212,6 @@ def _finish(model: str, loaded: Any, original: onnx.ModelProto, options: Any,
         notes=loaded.notes + [n for r in results for n in r.notes if n not in loaded.notes],
         calibration=first.calibration, steps=rows)
     if write and report:
-        document = _report_document(result, options)
-        write_report(document, report_path(out_path))
-        if options.html_report:
-            from onnxprune.reporting.html import write_html
-
-            write_html(document, options.html_report)
+        write_reports(result, options)
     return result
 
