@@ -49,6 +49,7 @@ from onnxprune.calibration.trainable import differentiable_copy, import_training
 from onnxprune.data import DataSource
 from onnxprune.errors import DataError, UnsupportedModelError
 from onnxprune.graph import runtime
+from onnxprune.graph.protos import ancestors
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +78,8 @@ def _explain(exc: Exception) -> str:
 
 def _reaching_outputs(model: onnx.ModelProto, probes: list[Probe]) -> list[Probe]:
     """The probes from which some graph output can be reached (others get no gradient)."""
-    producers = {out: node for node in model.graph.node for out in node.output}
-    ancestors, frontier = set(), [o.name for o in model.graph.output]
-    while frontier:
-        name = frontier.pop()
-        if name in ancestors:
-            continue
-        ancestors.add(name)
-        node = producers.get(name)
-        if node is not None:
-            frontier.extend(i for i in node.input if i)
-    return [p for p in probes if p.name in ancestors]
+    needed = ancestors(model.graph, [o.name for o in model.graph.output])
+    return [p for p in probes if p.name in needed]
 
 
 class GateGradients:

@@ -33,6 +33,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.errors import RuntimeMissingError
+from onnxprune.graph.protos import set_static_batch
 
 _MISSING = ("gradients need the ONNX Runtime training build: pip install 'onnxprune[train]' "
             "(onnxruntime-training-cpu 1.19.2); or use --criterion activation, which needs "
@@ -89,14 +90,7 @@ def differentiable_copy(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    init_names = set(inits)
-    for value in graph.input:
-        if value.name in init_names:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        if len(dims):
-            dims[0].Clear()
-            dims[0].dim_value = batch
+    set_static_batch(graph, batch, set(inits))
     return proto
 
 

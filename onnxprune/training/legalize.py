@@ -40,6 +40,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.graph.protos import ancestors, set_static_batch
+
 logger = logging.getLogger(__name__)
 
 # ops ONNX Runtime 1.19 (CPU) cannot differentiate and no rule handles (rule 4);
@@ -232,7 +234,7 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
             nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    _static_batch(graph, batch, set(inits))
+    set_static_batch(graph, batch, set(inits))
     del graph.value_info[:]
     _remove_dead(graph)
     frozen_params = _frozen_params(graph, frozen_outputs, set(inits))
@@ -242,31 +244,10 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
     return Legalized(proto, rewritten, frozen, frozen_params)
 
 
-def _static_batch(graph: onnx.GraphProto, batch: int, init_names: set[str]) -> None:
-    for value in graph.input:
-        if value.name in init_names:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        if len(dims):
-            dims[0].Clear()
-            dims[0].dim_value = batch
-
-
 def _remove_dead(graph: onnx.GraphProto) -> None:
     """Drop nodes and initializers no graph output depends on (rule 5)."""
-    producers = {out: node for node in graph.node for out in node.output if out}
-    live, frontier = set(), [o.name for o in graph.output]
-    names = set()
-    while frontier:
-        name = frontier.pop()
-        if name in names:
-            continue
-        names.add(name)
-        node = producers.get(name)
-        if node is not None and id(node) not in live:
-            live.add(id(node))
-            frontier.extend(i for i in node.input if i)
-    kept = [n for n in graph.node if id(n) in live]
+    needed = ancestors(graph, [o.name for o in graph.output])
+    kept = [n for n in graph.node if any(out in needed for out in n.output)]
     del graph.node[:]
     graph.node.extend(kept)
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
