@@ -27,6 +27,21 @@ gated model *is* the original at ``g = 1``, so its gradient is exactly zero.
 
 Batches are padded to the fixed gate batch ``B``; padded rows carry zero loss weight
 and are discarded.
+
+Rows: a probe's axis 0 holds ``R = k * B`` rows (``k = 1`` for batch-first tensors;
+transformers flatten batch and sequence into the rows a ``Gemm`` reads). The gate is
+``[R, ..., C, ...]`` and the rows of a sample are summed. Which rows belong to which
+sample is measured, not assumed (:func:`row_layouts`): running the model on the batch
+rolled by one sample must roll the probe's rows by ``k`` (sample-major, ``(B, k)``) or
+roll them within blocks of ``B`` (sample-minor, ``(k, B)``, sequence-first layouts).
+A probe that fits neither makes the model unsupported for gradients (``auto`` then
+falls back to ``activation``).
+
+The model is first legalized for ORT training exactly as for fine-tuning
+(:func:`onnxprune.training.legalize.legalize` with ``bn="frozen"``: inference-exact
+differentiable forms of BatchNormalization, Dropout, HardSwish, ConvTranspose, Resize,
+...); the artifacts are built by :func:`onnxprune.training.ort.build_artifacts`
+(ORT's INFO lines go to a log file, IR and opset lowered for the runtime).
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ import logging
 import re
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import onnx
@@ -45,15 +61,28 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxprune.calibration.graph_edit import multiply_tensors
 from onnxprune.calibration.probes import Probe
 from onnxprune.calibration.tap import quiet_session
-from onnxprune.calibration.trainable import differentiable_copy, import_training
 from onnxprune.data import DataSource
-from onnxprune.errors import DataError, UnsupportedModelError
+from onnxprune.errors import DataError, RuntimeMissingError, UnsupportedModelError
 from onnxprune.graph import runtime
 from onnxprune.graph.protos import ancestors
+from onnxprune.training.legalize import legalize
+from onnxprune.training.ort import build_artifacts
+from onnxprune.training.ort import import_training as _import_training
 
 logger = logging.getLogger(__name__)
 
 _LOSS = "onnxprune_loss"
+MISSING = ("gradients need the ONNX Runtime training build: pip install 'onnxprune[train]' "
+           "(onnxruntime-training-cpu 1.19.2); or use --criterion activation, which needs "
+           "only inference")
+
+
+def import_training() -> tuple[Any, Any]:
+    """``(artifacts, api)`` of ``onnxruntime.training``; the error names the fallback."""
+    try:
+        return _import_training()
+    except RuntimeMissingError as exc:
+        raise RuntimeMissingError(MISSING) from exc
 
 
 def _gate_name(index: int) -> str:
@@ -74,6 +103,45 @@ def _explain(exc: Exception) -> str:
             text = text.rsplit(marker, 1)[1]
             break
     return text[:240]
+
+
+def _rows_match(base: np.ndarray, rolled: np.ndarray, batch: int, layout: str) -> bool:
+    """Whether ``rolled`` is ``base`` with every sample moved one position on."""
+    rows = base.shape[0]
+    k = rows // batch
+    shape = (batch, k, -1) if layout == "major" else (k, batch, -1)
+    expected = np.roll(base.reshape(shape), 1, axis=0 if layout == "major" else 1)
+    scale = max(float(np.abs(base).max(initial=0.0)), 1e-6)
+    return bool(np.abs(expected - rolled.reshape(shape)).max(initial=0.0) <= 1e-4 * scale)
+
+
+def row_layouts(model: onnx.ModelProto, probes: list[Probe], feeds: dict[str, np.ndarray],
+                batch: int) -> dict[str, tuple[str, int]]:
+    """Per probe, ``(layout, rows)``: how its axis-0 rows map to the ``batch`` samples.
+
+    ``layout`` is ``"major"`` (rows ``[i*k, (i+1)*k)`` are sample ``i``) or
+    ``"minor"`` (rows ``i, i+B, i+2B, ...``); raises :class:`UnsupportedModelError`
+    for a probe whose rows follow neither (see the module docstring).
+    """
+    from onnxprune.calibration.tap import Tap
+
+    tap = Tap(model, [p.name for p in probes])
+    base = tap.run(feeds)
+    rolled = tap.run({name: np.roll(value, 1, axis=0) for name, value in feeds.items()})
+    layouts = {}
+    for probe in probes:
+        a, b = np.asarray(base[probe.name]), np.asarray(rolled[probe.name])
+        rows = a.shape[0] if a.ndim else 0
+        if rows and rows % batch == 0 and (batch == 1 or _rows_match(a, b, batch, "major")):
+            layouts[probe.name] = ("major", rows)
+        elif rows and rows % batch == 0 and _rows_match(a, b, batch, "minor"):
+            layouts[probe.name] = ("minor", rows)
+        else:
+            raise UnsupportedModelError(
+                f"tensor '{probe.name}' (shape {list(a.shape)}) does not keep the samples of "
+                f"a batch of {batch} in separate rows, so per-sample gradients cannot be read "
+                "there; use --criterion activation")
+    return layouts
 
 
 def _reaching_outputs(model: onnx.ModelProto, probes: list[Probe]) -> list[Probe]:
@@ -103,31 +171,49 @@ class GateGradients:
 
     # -- graph -----------------------------------------------------------------------
     def _build(self, data: DataSource) -> None:
-        artifacts, api = import_training()
+        _, api = import_training()
         feeds = self._pad(next(data.batches(self.batch)))[0]
         shapes = {o.name: r.shape for o, r in zip(self.outputs, self.reference.run(None, feeds))}
-        proto = differentiable_copy(runtime.to_runtime_proto(self.model), self.batch)
+        self.rows = row_layouts(self.model, self.probes, feeds, self.batch)
+        legal = legalize(runtime.to_runtime_proto(self.model), self.batch, feeds, bn="frozen",
+                         warn=False)
+        self._check_equal(legal.model, feeds)
+        proto = legal.model
         self._insert_gates(proto)
         self.loss_inputs = self._append_loss(proto, shapes)
         names = [_gate_name(i) for i in range(len(self.probes))]
-        folder = self._tmp.name
         try:
-            artifacts.generate_artifacts(proto, requires_grad=names, frozen_params=[],
-                                         loss=None, artifact_directory=folder)
-            self.state = api.CheckpointState.load_checkpoint(f"{folder}/checkpoint")
-            self.module = api.Module(f"{folder}/training_model.onnx", self.state)
+            built = build_artifacts(proto, names, [], self._tmp.name, optimizer="sgd")
+            self.state = api.CheckpointState.load_checkpoint(built.checkpoint)
+            self.module = api.Module(built.training_model, self.state)
         except Exception as exc:
+            frozen = "; ".join(f"{node}: {why}" for node, why in legal.frozen_nodes.items())
             raise UnsupportedModelError(
-                f"ONNX Runtime training cannot differentiate this model ({_explain(exc)}); "
-                "use --criterion activation") from exc
+                f"ONNX Runtime training cannot differentiate this model ({_explain(exc)}"
+                f"{'; not rewritable: ' + frozen if frozen else ''}); use --criterion "
+                "activation") from exc
         self.module.train()
         self.input_order = self.module.input_names()
+
+    def _check_equal(self, legal: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
+        """The differentiable form must compute what the model computes (on ``feeds``)."""
+        expected = self.reference.run(None, feeds)
+        got = runtime.make_session(legal, optimize=False).run(None, feeds)
+        for out, want, have in zip(self.outputs, expected, got):
+            want, have = np.asarray(want, np.float64), np.asarray(have, np.float64)
+            scale = max(float(np.abs(want).max(initial=0.0)), 1e-6)
+            if want.shape != have.shape or float(np.abs(want - have).max(initial=0.0)) \
+                    > 1e-4 * scale:
+                raise UnsupportedModelError(
+                    f"the differentiable form of the model differs from it at output "
+                    f"'{out.name}'; this is an onnxprune bug, please report it (use "
+                    "--criterion activation meanwhile)")
 
     def _insert_gates(self, proto: onnx.ModelProto) -> None:
         graph = proto.graph
         for index, probe in enumerate(self.probes):
             shape = [1] * probe.rank
-            shape[0], shape[probe.axis] = self.batch, len(probe.ids)
+            shape[0], shape[probe.axis] = self.rows[probe.name][1], len(probe.ids)
             graph.initializer.append(numpy_helper.from_array(
                 np.ones(shape, np.float32), _gate_name(index)))
         multiply_tensors(graph, {p.name: _gate_name(i) for i, p in enumerate(self.probes)},
@@ -231,8 +317,17 @@ class GateGradients:
             for index, probe in enumerate(self.probes):
                 grad = self.state.parameters[_gate_name(index)].grad
                 grad = np.moveaxis(np.asarray(grad, dtype=np.float64), probe.axis, -1)
-                grads.append(grad.reshape(self.batch, -1)[:real])
+                grads.append(self._per_sample(probe, grad)[:real])
             yield real, grads
+
+    def _per_sample(self, probe: Probe, grad: np.ndarray) -> np.ndarray:
+        """``[B, positions]``: the gate gradient's rows summed per sample."""
+        layout, rows = self.rows[probe.name]
+        flat = grad.reshape(rows, -1)
+        k = rows // self.batch
+        if layout == "major":
+            return flat.reshape(self.batch, k, -1).sum(axis=1)
+        return flat.reshape(k, self.batch, -1).sum(axis=0)
 
     def close(self) -> None:
         self._tmp.cleanup()

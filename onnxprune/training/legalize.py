@@ -181,14 +181,16 @@ def node_label(node: onnx.NodeProto) -> str:
 
 
 def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
-             extra_frozen: dict[str, str] | None = None, *, bn: str = "batch") -> Legalized:
+             extra_frozen: dict[str, str] | None = None, *, bn: str = "batch",
+             warn: bool = True) -> Legalized:
     """A copy of ``model`` rewritten by rules 1-5, probed on ``feeds`` (one real batch).
 
     ``extra_frozen`` maps ``op:TYPE`` or ``node:NAME`` to a reason: those nodes are
     frozen without trying their rules (used when ORT rejects a node at build time).
     ``bn="frozen"`` also writes inference-form BatchNormalization as arithmetic on its
     (fixed) running statistics, so training keeps inference semantics; ``"batch"``
-    leaves it to ORT, which trains it with batch statistics.
+    leaves it to ORT, which trains it with batch statistics. ``warn=False`` leaves the
+    frozen nodes to the caller (``Legalized.frozen_nodes``) instead of logging them.
     """
     from onnxprune.training import legal_pointwise, legal_spatial  # noqa: F401  (rules)
     from onnxprune.training.probe import probe_values
@@ -238,7 +240,7 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
     del graph.value_info[:]
     _remove_dead(graph)
     frozen_params = _frozen_params(graph, frozen_outputs, set(inits))
-    for label, reason in frozen.items():
+    for label, reason in frozen.items() if warn else ():
         logger.warning("%s is frozen for fine-tuning (%s); the weights it depends on are not "
                        "trained", label, reason)
     return Legalized(proto, rewritten, frozen, frozen_params)

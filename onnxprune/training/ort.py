@@ -6,9 +6,9 @@ Rules:
    :func:`runtime_ready` converts a newer opset down with ``onnx.version_converter``
    and lowers the IR version; the models ``generate_artifacts`` writes (training,
    eval and the optimizer model it builds from scratch) are lowered when saved.
-2. ``onnxruntime.training`` is imported without torch (see
-   :func:`onnxprune.calibration.trainable.import_training`); without the training
-   build, :class:`RuntimeMissingError` (exit 7) says what to install.
+2. ``onnxruntime.training`` is imported without torch (:func:`import_training`);
+   without the training build, :class:`RuntimeMissingError` (exit 7) says what to
+   install.
 3. ``generate_artifacts`` prints about twenty INFO lines per call from a session
    created inside onnxblock; they are written to a temporary file instead of the
    terminal and quoted in the error when generation fails.
@@ -20,9 +20,11 @@ __all__ = ["TrainingArtifacts", "build_artifacts", "import_training", "runtime_r
 
 import contextlib
 import dataclasses
+import importlib
 import logging
 import os
 import pathlib
+import sys
 import tempfile
 import types
 from collections.abc import Iterator
@@ -30,7 +32,6 @@ from typing import Any
 
 import onnx
 
-from onnxprune.calibration.trainable import import_training as _import_training
 from onnxprune.errors import RuntimeMissingError, UnsupportedModelError
 from onnxprune.graph.runtime import runtime_limits
 
@@ -42,11 +43,29 @@ MISSING = ("fine-tuning needs the ONNX Runtime training build: pip install "
 
 
 def import_training() -> tuple[Any, Any]:
-    """``(artifacts, api)`` modules of ``onnxruntime.training`` (rule 2)."""
+    """``(artifacts, api)`` of ``onnxruntime.training`` without importing torch.
+
+    ``onnxruntime/training/__init__.py`` imports torch-based helpers; registering a
+    bare package module with the real ``__path__`` first lets the torch-free
+    submodules load. Raises :class:`RuntimeMissingError` when they are absent.
+    """
     try:
-        return _import_training()
-    except RuntimeMissingError as exc:
+        import onnxruntime
+    except ImportError as exc:
         raise RuntimeMissingError(MISSING) from exc
+    folder = pathlib.Path(onnxruntime.__file__).parent / "training"
+    if not (folder / "artifacts.py").is_file():
+        raise RuntimeMissingError(MISSING)
+    if "onnxruntime.training" not in sys.modules:
+        package = types.ModuleType("onnxruntime.training")
+        package.__path__ = [str(folder)]
+        sys.modules["onnxruntime.training"] = package
+    try:
+        artifacts = importlib.import_module("onnxruntime.training.artifacts")
+        api = importlib.import_module("onnxruntime.training.api")
+    except ImportError as exc:
+        raise RuntimeMissingError(f"{MISSING} ({exc})") from exc
+    return artifacts, api
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
