@@ -391,10 +391,11 @@ def experiment_raw(folder: pathlib.Path, threads: list[int]) -> None:
     saved = artifacts.onnx
     artifacts.onnx = training_ort._LoweringOnnx(10)
     try:
-        artifacts.generate_artifacts(model, requires_grad=trainable, frozen_params=frozen,
-                                     loss=artifacts.LossType.CrossEntropyLoss,
-                                     optimizer=artifacts.OptimType.AdamW,
-                                     artifact_directory=tmp)
+        with training_ort._quiet_stderr(pathlib.Path(tmp) / "generate_artifacts.log"):
+            artifacts.generate_artifacts(model, requires_grad=trainable, frozen_params=frozen,
+                                         loss=artifacts.LossType.CrossEntropyLoss,
+                                         optimizer=artifacts.OptimType.AdamW,
+                                         artifact_directory=tmp)
     finally:
         artifacts.onnx = saved
     data = np.load(folder / "data.npz")

@@ -32,7 +32,7 @@ from onnxprune.errors import RuntimeMissingError, UnsupportedModelError
 from onnxprune.importance import score_units
 from onnxprune.importance.data_criteria import DATA_CRITERIA, data_criterion
 from onnxprune.options import CompressOptions
-from onnxprune.planning import Plan, make_plan
+from onnxprune.planning import Plan, PlanOptions, make_plan
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class Calibration:
     notes: list[str] = dataclasses.field(default_factory=list)
     sensitivity: dict | None = None
     recovery: dict | None = None
+    reference_sizes: tuple[tuple[str, int], ...] = ()  # see PlanOptions.reference_sizes
 
     def source(self, model: ir.Model) -> DataSource:
         """The data, or synthetic inputs (rule 2)."""
@@ -82,10 +83,14 @@ class Calibration:
             return data_criterion("activation", data, options.batch_size)(analysis,
                                                                           options.seed)
 
+    def plan_options(self) -> PlanOptions:
+        return dataclasses.replace(self.options.plan_options(),
+                                   reference_sizes=self.reference_sizes)
+
     def plan(self, analysis: Analysis, scores: np.ndarray, original: onnx.ModelProto) -> Plan:
         options = self.options
         if options.allocation != "sensitivity":
-            return make_plan(analysis, scores, options.plan_options())
+            return make_plan(analysis, scores, self.plan_options())
         from onnxprune.calibration.sensitivity import measure_sensitivity
         from onnxprune.graph.runtime import to_runtime_proto
         from onnxprune.planning.allocation import make_sensitivity_plan
@@ -93,9 +98,9 @@ class Calibration:
         measured = measure_sensitivity(
             to_runtime_proto(original), analysis, scores, self.source(analysis.model),
             list(options.sensitivity_ratios), batch_size=options.batch_size,
-            plan_options=options.plan_options(), criterion=self.criterion)
+            plan_options=self.plan_options(), criterion=self.criterion)
         self.sensitivity = measured.to_dict()
-        return make_sensitivity_plan(analysis, scores, options.plan_options(), measured)
+        return make_sensitivity_plan(analysis, scores, self.plan_options(), measured)
 
     # -- recovery --------------------------------------------------------------------
     def recovery_method(self) -> str:

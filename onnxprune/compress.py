@@ -158,7 +158,8 @@ def _options(target: float | None, options: CompressOptions | dict | None,
 def compress(model: str | os.PathLike[str], target: float | None = None, *,
              output: str | os.PathLike[str] | None = None,
              options: CompressOptions | dict | None = None, write: bool = True,
-             report: bool = True, **kwargs) -> CompressResult:
+             report: bool = True, min_keep_widths: dict[str, int] | None = None,
+             **kwargs) -> CompressResult:
     """Prune ``model`` to remove ``target`` of the metric; write ``output``.
 
     Options come as a :class:`CompressOptions`, as a dict with the keys of a recipe
@@ -167,6 +168,9 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     result still describes the verified model). With ``report=True`` the result is
     also written as ``<output>.report.json``. ``mode="unstructured"`` / ``"n:m"`` and
     ``quantize="int8"`` run :func:`onnxprune.sparsity.flow.compress_extended`.
+    ``min_keep_widths`` maps source layer names to the widths (in units) a fractional
+    ``min_keep`` refers to, instead of the model's current widths (progressive pruning
+    passes the original model's, so no layer ends below ``min_keep`` of it).
     """
     started = time.perf_counter()
     options = _options(target, options, kwargs)
@@ -187,6 +191,7 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     loaded, original, analysis = _prepare(model, options)
     cost = CostModel(analysis)
     calib = open_calibration(options, loaded.model)  # data-driven steps: onnxprune.calibrated
+    calib.reference_sizes = tuple(sorted((min_keep_widths or {}).items()))
     scores = calib.scores(analysis)
     plan = calib.plan(analysis, scores, original)
     groups = group_rows(analysis, cost)

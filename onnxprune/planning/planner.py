@@ -6,11 +6,12 @@ Rules:
    to remove from the whole model.
 2. Scores are normalised per group (divided by the mean score of the group's
    prunable units) so groups of different magnitude compare.
-3. A group keeps at least its floor: ``min_keep`` (fraction if < 1, else a count),
-   at least one channel, its blocked units, and one unit of every non-empty set
-   (each source layer and each Split/Slice part keeps a channel). ``round_to``
-   makes every kept count a multiple of N (a group too small for that stays
-   whole). Grouped-conv groups keep the same count in every block.
+3. A group keeps at least its floor: ``min_keep`` (fraction if < 1, of the group's
+   width or of its ``reference_sizes`` width, else a count), at least one channel,
+   its blocked units, and one unit of every non-empty set (each source layer and each
+   Split/Slice part keeps a channel). ``round_to`` makes every kept count a multiple
+   of N (a group too small for that stays whole). Grouped-conv groups keep the same
+   count in every block.
 4. ``scope="global"``: one threshold over all normalised scores; each group
    removes its units scoring below it (as far as rule 3 allows).
    ``scope="uniform"``: the same ratio removed from every group.
@@ -48,6 +49,9 @@ class PlanOptions:
     scope: str = "global"
     round_to: int = 1
     min_keep: float = 0.1
+    # (source node, width in units) that a fractional min_keep refers to instead of the
+    # group's current width (progressive pruning passes the original model's widths)
+    reference_sizes: tuple[tuple[str, int], ...] = ()
 
     def validate(self) -> None:
         if not 0.0 < self.target < 1.0:
@@ -90,9 +94,17 @@ class Plan:
     maximum: float
 
 
+def _reference_size(group: Group, options: PlanOptions) -> int:
+    """The width a fractional ``min_keep`` refers to: the group's reference width (its
+    sources' largest, when any source has one), else its current width."""
+    sizes = dict(options.reference_sizes)
+    known = [sizes[source.node] for source in group.sources if source.node in sizes]
+    return max(known) if known else group.size
+
+
 def _floor(group: Group, options: PlanOptions) -> int:
     if options.min_keep < 1:
-        keep = math.ceil(options.min_keep * group.size)
+        keep = math.ceil(options.min_keep * _reference_size(group, options))
     else:
         keep = int(options.min_keep)
     return max(1, keep, int(group.blocked.sum()))

@@ -9,8 +9,9 @@ Rules:
    the structural rewrite with the masked-equivalence oracle as usual.
 2. After every step (so also after the last) the model is fine-tuned for
    ``finetune_epochs`` on all of ``--data`` (:func:`onnxprune.training.finetune`),
-   distilling from the original model by default. ``min_keep`` applies to each
-   step's current widths.
+   distilling from the original model by default. A fractional ``min_keep`` refers
+   to the *original* widths (every step's planner gets them by source layer name),
+   so no layer ends below ``min_keep`` of its original width.
 3. Each step records ``target``, ``achieved`` (of the original's metric), ``params``,
    ``macs``, fidelity to the original on the evaluation data (``--eval-data``, else
    the calibration subset of ``--data``) after fine-tuning and before it
@@ -126,6 +127,7 @@ def compress_progressive(model: str, options: Any, *, output: str | None = None,
     original = ir.serde.serialize_model(loaded.model)
     if loaded.external_data:
         onnx.load_external_data_for_model(original, str(loaded.path.parent))
+    widths = original_widths(loaded.model, options.prune_hidden)
     train = _open(options, loaded.model, options.data, None) if epochs > 0 else None
     evaluation = None
     if options.eval_data or options.data:
@@ -147,7 +149,8 @@ def compress_progressive(model: str, options: Any, *, output: str | None = None,
                         step, options.steps, goal, options.metric, relative)
             pruned_path = pathlib.Path(scratch) / f"step{step}.onnx"
             pruned = compress(str(current), output=pruned_path, report=False,
-                              options=options.model_copy(update={**single, "target": relative}))
+                              options=options.model_copy(update={**single, "target": relative}),
+                              min_keep_widths=widths)
             results.append(pruned)
             achieved = 1.0 - (_metric(pruned, options.metric)[1]
                               / _metric(results[0], options.metric)[0])
@@ -165,6 +168,14 @@ def compress_progressive(model: str, options: Any, *, output: str | None = None,
                              time.perf_counter() - step_started))
         return _finish(model, loaded, original, options, results, rows, current, destination,
                        write, report, started)
+
+
+def original_widths(model: ir.Model, prune_hidden: bool = False) -> dict[str, int]:
+    """Width in units of every source layer's channel group (``min_keep`` reference)."""
+    from onnxprune.analysis import analyze
+
+    analysis = analyze(model, prune_hidden=prune_hidden)
+    return {source.node: group.size for group in analysis.groups for source in group.sources}
 
 
 def _finish(model: str, loaded: Any, original: onnx.ModelProto, options: Any,

@@ -120,3 +120,38 @@ def test_missing_training_build_exits_7(tmp_path, monkeypatch):
     assert result.exit_code == ExitCode.RUNTIME_MISSING
     assert "onnxprune[train]" in result.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_min_keep_refers_to_the_original_widths_in_every_step(tmp_path):
+    """Three structural steps (no fine-tuning) at min_keep 0.5: no layer ends below half
+    its original width, although each step alone would allow half of its current one."""
+    import math
+
+    model = "fixtures/models/vgg_bn.ts.onnx"
+    result = compress(model, 0.6, output=tmp_path / "p.onnx", steps=3, finetune_epochs=0,
+                      min_keep=0.5, write=False, report=False)
+    assert result.achieved >= 0.6
+    pruned = [row for row in result.layers if row["after"] < row["before"]]
+    assert pruned
+    for row in pruned:
+        assert row["after"] >= math.ceil(0.5 * row["before"]), row
+    assert any(row["after"] == math.ceil(0.5 * row["before"]) for row in pruned)
+
+
+def test_min_keep_widths_bound_a_single_compress():
+    """compress(min_keep_widths=...) takes the given widths as the min_keep reference."""
+    import math
+
+    from onnxprune.training.progressive import original_widths
+    from tests.oracle import load
+
+    model = "fixtures/models/vgg_bn.ts.onnx"
+    widths = original_widths(load(model))
+    wider = {name: 3 * width // 2 for name, width in widths.items()}
+    free = compress(model, 0.1, write=False, report=False, min_keep=0.6)
+    bound = compress(model, 0.1, write=False, report=False, min_keep=0.6,
+                     min_keep_widths=wider)
+    assert any(row["after"] < math.ceil(0.9 * row["before"]) for row in free.layers)
+    # a reference 1.5x the real width: at most 10% of each layer may go
+    for row in bound.layers:
+        assert row["after"] >= math.ceil(0.6 * (3 * row["before"] // 2)), row
