@@ -134,6 +134,8 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     if result.sparsity or result.quantization:  # onnxprune.sparsity
         from onnxprune.sparsity.summary import print_summary
 
+        if not result.sparsity:  # structured pruning (one-shot or --steps), then INT8
+            _print_summary(result)
         print_summary(result, stdout)
         return
     _print_summary(result)

@@ -3,7 +3,8 @@
 Rules:
 
 1. Mode ``structured`` runs the structural pipeline of :func:`onnxprune.compress.compress`
-   into a scratch file; modes ``unstructured`` and ``n:m`` zero weights in place
+   (one-shot, or progressive with fine-tuning: the result keeps its ``steps``) into a
+   scratch file; modes ``unstructured`` and ``n:m`` zero weights in place
    (:func:`onnxprune.sparsity.progressive.sparsify`): the output keeps every tensor's
    shape and stores the zeros, every masked weight exactly zero (checked on the
    written file).

@@ -4,9 +4,9 @@
    takes no target (its sparsity is ``(M - N) / M``).
 2. ``nm`` is ``N:M`` with ``1 <= N < M``: at most ``N`` non-zero weights in every ``M``
    consecutive weights along the input-channel axis.
-3. Fine-tuning needs ``data``. Structured progressive pruning (``steps > 1`` or
-   fine-tuning) runs in :mod:`onnxprune.training.progressive`, which does not
-   quantize: ``quantize`` then needs ``steps == 1`` and no fine-tuning.
+3. Fine-tuning needs ``data``. (Structured progressive pruning with fine-tuning runs
+   in :mod:`onnxprune.training.progressive`; ``quantize`` then quantizes its final
+   model, :mod:`onnxprune.sparsity.flow`.)
 """
 
 from __future__ import annotations
@@ -35,9 +35,5 @@ def check_mode_options(options) -> None:
     elif options.target is None:
         raise ValueError("option 'target' is required (in mode n:m the sparsity comes from "
                          "--nm instead)")
-    if options.mode == "structured" and options.quantize != "none" and options.finetunes():
-        raise ValueError("--quantize with structured progressive pruning (--steps/"
-                         "--finetune-epochs) is not supported yet; quantize the result in a "
-                         "second run")
     if options.epochs() > 0 and not options.data:
         raise ValueError("fine-tuning (finetune_epochs > 0) needs training data: pass --data")

@@ -15,6 +15,7 @@ from onnx import numpy_helper
 from onnxprune.cli import main
 from onnxprune.compress import compress
 from onnxprune.errors import RuntimeMissingError
+from onnxprune.reporting.schema import validate_report
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "fixtures" / "models" / "digits_cnn.ts.onnx"
@@ -67,6 +68,27 @@ def test_structured_pruning_then_int8(tmp_path):
     assert result.groups and result.params_after < result.params_before  # structural
     assert abs(rows["pruned+int8"]["accuracy"] - rows["pruned"]["accuracy"]) <= 0.02
     assert rows["pruned+int8"]["file_bytes"] < 0.4 * rows["pruned"]["file_bytes"]
+
+
+def test_progressive_pruning_with_finetuning_then_int8(tmp_path):
+    """--steps with fine-tuning, then static INT8 of the final model: one report with
+    the per-step rows and the three-model evaluation."""
+    out = tmp_path / "p.int8.onnx"
+    result = compress(DIGITS, 0.5, output=out, steps=2, finetune_epochs=1, quantize="int8",
+                      data=TRAIN, eval_data=TEST, criterion="l1")
+    rows = _rows(result)
+    assert [s["step"] for s in result.steps] == [1, 2]
+    assert result.achieved >= 0.5 and result.params_after < 0.5 * result.params_before
+    assert result.quantization["method"] == "static"
+    assert rows["pruned"]["accuracy"] >= rows["original"]["accuracy"] - 0.03
+    assert abs(rows["pruned+int8"]["accuracy"] - rows["pruned"]["accuracy"]) <= 0.02
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type
+                                                      for n in onnx.load(str(out)).graph.node}
+    report = json.loads((tmp_path / "p.int8.onnx.report.json").read_text())
+    validate_report(report)
+    assert len(report["steps"]) == 2 and report["quantization"]["format"] == "QDQ"
+    assert [m["model"] for m in report["evaluation"]["models"]] == [
+        "original", "pruned", "pruned+int8"]
 
 
 def test_dynamic_quantization_without_data(tmp_path):
@@ -133,3 +155,13 @@ def test_old_opset_is_converted_for_per_channel_qdq(tmp_path):
     int8_rel = _rows(result)["pruned+int8"]["max_rel_diff"]
     pruned_rel = _rows(result)["pruned"]["max_rel_diff"]
     assert abs(int8_rel - pruned_rel) < 0.1  # INT8 adds little to the pruning deviation
+
+
+def test_cli_structured_int8_prints_the_structural_summary_too(tmp_path):
+    out = tmp_path / "s.onnx"
+    result = CliRunner().invoke(main, ["compress", str(DIGITS), "--target", "0.3",
+                                       "--quantize", "int8", "--data", TRAIN,
+                                       "--max-samples", "64", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "channels per layer" in result.output and "params" in result.output
+    assert "pruned+int8" in result.output

@@ -198,8 +198,6 @@ def test_finetuning_without_onnxprune_training_says_what_is_missing(tmp_path, mo
     ({"mode": "n:m", "nm": "4:4"}, "1 <= N < M"),
     ({"mode": "unstructured", "target": 0.5, "finetune_epochs": 1}, "needs training data"),
     ({"target": 0.5, "steps": 3}, "needs training data"),
-    ({"target": 0.5, "steps": 3, "quantize": "int8", "data": str(TRAIN)},
-     "not supported yet"),
 ])
 def test_inconsistent_options_are_usage_errors(tmp_path, options, message):
     with pytest.raises(UsageError, match=message):
