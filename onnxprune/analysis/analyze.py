@@ -12,6 +12,9 @@ Rules:
 4. ``prune_hidden=True`` lets the rules prune the hidden (residual-stream) width of
    transformers: embedding tables become sources and normalisations over the
    hidden axis (LayerNormalization, ReduceMean) compute over the kept channels.
+   Without it, a transformer-like model (LayerNormalization, or a Gather from a 2-D
+   initializer) is also analyzed with it, and every group that is blocked now but
+   prunable then gets a first reason saying so (:data:`HIDDEN_HINT`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from onnxprune.graph.shapes import infer_shapes
 
 logger = logging.getLogger(__name__)
 
+HIDDEN_HINT = "hidden (residual-stream) width: prunable with --prune-hidden"
+
 
 def analyze(model: ir.Model, *, shapes_done: bool = False,
             prune_hidden: bool = False) -> Analysis:
@@ -45,7 +50,29 @@ def analyze(model: ir.Model, *, shapes_done: bool = False,
                 ctx.block_layout(out, f"'{out.name}' is read inside a subgraph")
     for out in model.graph.outputs:
         ctx.block_layout(out, f"reaches graph output '{out.name}'")
-    return build_groups(ctx)
+    analysis = build_groups(ctx)
+    if not prune_hidden and _transformer_like(model):
+        _hint_hidden(analysis, analyze(model, shapes_done=True, prune_hidden=True))
+    return analysis
+
+
+def _transformer_like(model: ir.Model) -> bool:
+    for node in model.graph:
+        if node.op_type == "LayerNormalization":
+            return True
+        if node.op_type == "Gather" and node.inputs[0] is not None \
+                and node.inputs[0].const_value is not None \
+                and len(node.inputs[0].const_value.shape) == 2:
+            return True
+    return False
+
+
+def _hint_hidden(analysis: Analysis, hidden: Analysis) -> None:
+    """Rule 4: blocked groups whose sources are prunable with ``prune_hidden``."""
+    prunable = {s.node for g in hidden.groups if g.prunable for s in g.sources}
+    for group in analysis.groups:
+        if not group.prunable and any(s.node in prunable for s in group.sources):
+            group.reasons.insert(0, HIDDEN_HINT)
 
 
 def _visit(node: ir.Node, ctx: AnalysisContext) -> None:

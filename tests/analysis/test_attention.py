@@ -296,3 +296,21 @@ def test_grouped_query_attention_with_tiled_key_value_heads():
     assert group.size == 2 and checked.plan.kept[group.index] == 1
     assert node_input_shape(checked.pruned, "q", 1)[1] == 2 * D
     assert node_input_shape(checked.pruned, "k", 1)[1] == D
+
+
+@pytest.mark.parametrize("name", ["bert_tiny.ts", "gpt2_tiny.dynamo", "llama_gqa_tiny.ts"])
+def test_blocked_residual_stream_points_to_prune_hidden(name):
+    """Groups blocked only because they are the hidden width say that --prune-hidden
+    prunes them, and they are prunable with it; CNNs get no such hint."""
+    from onnxprune.analysis.analyze import HIDDEN_HINT
+    from onnxprune.graph import load_model
+    from tests.conftest import MODELS
+
+    model = load_model(MODELS / f"{name}.onnx").model
+    hinted = [g for g in analyze(model).groups if g.reasons and g.reasons[0] == HIDDEN_HINT]
+    assert hinted and not any(g.prunable for g in hinted)
+    hidden = analyze(model, prune_hidden=True)
+    prunable = {s.node for g in hidden.groups if g.prunable for s in g.sources}
+    assert all(any(s.node in prunable for s in g.sources) for g in hinted)
+    cnn = analyze(load_model(MODELS / "resnet_basic.ts.onnx").model)
+    assert not any(HIDDEN_HINT in g.reasons for g in cnn.groups)
