@@ -331,3 +331,39 @@ def test_runtime_chunk_slices_keep_equal_halves():
     kept = node_input_shape(checked.pruned, "c1", 1)[0]
     assert kept < 16 and kept % 2 == 0
     assert node_input_shape(checked.pruned, "l", 1)[1] == kept // 2
+
+
+def _class_token_model(expand_shape: list[int] | None) -> object:
+    """tokens [N, 3, 4] -> MatMul (8 features) -> Concat on axis 1 with a class token
+    ([1, 1, 8] parameter, through Expand to ``expand_shape`` unless None) -> MatMul."""
+    b = GraphBuilder(seed=5)
+    x = b.input(["N", 3, 4], name="tokens")
+    h = b.op("MatMul", [x, b.weight(4, 8)], name="proj")
+    token = b.weight(1, 1, 8)
+    if expand_shape is not None:
+        token = b.op("Expand", [token, b.ints(expand_shape)], name="expand")
+    joined = b.op("Concat", [token, h], axis=1, name="cat")
+    b.output(b.op("MatMul", [b.op("Relu", [joined]), b.weight(8, 5)], name="head"))
+    return b.model()
+
+
+@pytest.mark.parametrize("expand_shape", [None, [1, 1, 1]])
+def test_concat_couples_a_constant_class_token_to_the_channels(expand_shape):
+    checked = prune_and_check(_class_token_model(expand_shape), 0.3, batches=(1,))
+    group = next(g for g in checked.analysis.groups if g.sources[0].node == "proj")
+    assert group.prunable and checked.plan.kept[group.index] < 8
+    shapes = {t.name: tuple(t.dims) for t in checked.pruned.graph.initializer}
+    cat = next(n for n in checked.pruned.graph.node if n.op_type == "Concat")
+    token = cat.input[0] if expand_shape is None else next(
+        n for n in checked.pruned.graph.node if n.op_type == "Expand").input[0]
+    assert shapes[token] == (1, 1, checked.plan.kept[group.index])
+
+
+def test_concat_blocks_an_expand_whose_shape_pins_the_width():
+    from onnxprune.analysis import analyze
+    from tests.oracle import load
+
+    analysis = analyze(load(_class_token_model([1, 1, 8])))
+    group = next(g for g in analysis.groups if g.sources[0].node == "proj")
+    assert not group.prunable
+    assert any("not all tracked" in r for r in group.reasons)

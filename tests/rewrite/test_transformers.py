@@ -145,3 +145,23 @@ def test_hidden_oracle_needs_kept_channel_statistics(monkeypatch):
     monkeypatch.setattr(oracle, "_kept_channel_norms", lambda model, masks: None)
     with pytest.raises(AssertionError, match="differs from masked original"):
         prune_and_check(MODELS / "bert_tiny.ts.onnx", 0.3, int_high=TOKENS, prune_hidden=True)
+
+
+@pytest.mark.parametrize("tag", ["ts", "dynamo"])
+def test_prune_hidden_shrinks_vit_width_through_the_class_token(tag):
+    """The class token (Expand of a parameter) concatenated to the patch embeddings is
+    coupled to the hidden width, so the whole residual stream of the ViT is prunable:
+    patch conv, class token, position embedding and every LayerNorm shrink together."""
+    checked = prune_and_check(MODELS / f"vit_tiny.{tag}.onnx", 0.3, prune_hidden=True)
+    hidden = next(g for g in checked.analysis.groups if "hidden width" in g.description)
+    assert hidden.prunable
+    kept = checked.plan.kept[hidden.index]
+    assert kept < 32
+    pruned = checked.pruned
+    inits = {t.name: tuple(t.dims) for t in pruned.graph.initializer}
+    expand = next(n for n in pruned.graph.node if n.op_type == "Expand")
+    assert inits[expand.input[0]][-1] == kept          # the class token
+    norms = [n for n in pruned.graph.node if n.op_type == "LayerNormalization"]
+    assert norms and all(inits[n.input[1]] == (kept,) for n in norms)
+    conv = next(n for n in pruned.graph.node if n.op_type == "Conv")
+    assert inits[conv.input[1]][0] == kept              # patch projection filters

@@ -54,6 +54,7 @@ class LayerNormRule(OpRule):
             return
         axis = norm_axis(attr_int(node, "axis", -1), rank)
         if ctx.prune_hidden and axis == layout.axis == rank - 1:
+            ctx.note_units(layout.ids, "hidden", 1)
             self._hidden(node, ctx, layout)
             return
         if layout.axis >= axis:

@@ -72,6 +72,7 @@ class ReduceRule(OpRule):
             axes = tuple(range(rank))
         axes = {norm_axis(a, rank) for a in axes}
         if layout.axis in axes and ctx.prune_hidden and node.op_type == "ReduceMean":
+            ctx.note_units(layout.ids, "hidden", 1)
             return
         if layout.axis in axes:
             ctx.block(layout.ids, f"{describe(node)} reduces over the channel axis")

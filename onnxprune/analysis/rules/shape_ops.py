@@ -349,15 +349,66 @@ class ConcatRule(OpRule):
 
     @staticmethod
     def _merge(node, ctx, layouts) -> None:
+        """Concat on another axis: tracked inputs are unioned; an untracked input may be a
+        constant carrying the channels (a parameter, or ``Expand`` of one: the class
+        token of a ViT), which is then coupled (:func:`_couple_constant_input`)."""
         tracked = [lay for lay in layouts if lay is not None]
         axes = {lay.axis for lay in tracked}
-        if len(axes) != 1 or len(tracked) != len(layouts):
+        if len(axes) != 1:
             ctx.block_inputs(node, f"{describe(node)}: joins tensors whose channels "
                                    "are not all tracked")
             return
+        ref = tracked[0].ids
         for other in tracked[1:]:
-            ctx.union(tracked[0].ids, other.ids, f"{describe(node)} merges channels")
-        ctx.set_layout(node.outputs[0], tracked[0].axis, tracked[0].ids)
+            ctx.union(ref, other.ids, f"{describe(node)} merges channels")
+        for index, (value, layout) in enumerate(zip(node.inputs, layouts)):
+            if layout is None and not _couple_constant_input(node, index, value,
+                                                             tracked[0].axis, ref, ctx):
+                ctx.block_inputs(node, f"{describe(node)}: joins tensors whose channels "
+                                       "are not all tracked")
+                return
+        ctx.set_layout(node.outputs[0], tracked[0].axis, ref)
+
+
+def _couple_constant_input(node: ir.Node, index: int, value: ir.Value | None, axis: int,
+                           ref: np.ndarray, ctx: AnalysisContext) -> bool:
+    """Couple the channels of an untracked ``Concat`` input, when it is constant.
+
+    Cases: a parameter whose ``axis`` has the channel count is coupled directly.
+    ``Expand(parameter, shape)`` read only by this ``Concat`` couples the parameter
+    (axes aligned from the right) when its dimension there has the channel count and
+    the target shape does not pin it: a constant shape must hold 1 there; a shape
+    computed at run time is accepted (exporters write ``expand(N, -1, -1)`` as
+    ``[N, 1, 1]``), and one that pinned the width would make the rewritten model
+    fail the ONNX Runtime check, not produce a wrong model. Anything else: False.
+    """
+    if value is None:
+        return False
+    width = len(ref)
+    shape = ctx.shape(value)
+    if ctx.is_param(value):
+        if shape is not None and axis < len(shape) and shape[axis] == width:
+            ctx.couple(node, index, axis, ref)
+            return True
+        return False
+    producer = value.producer()
+    if producer is None or producer.op_type != "Expand" or len(value.uses()) != 1 \
+            or value.is_graph_output() or not ctx.is_param(producer.inputs[0]):
+        return False
+    param_shape = ctx.shape(producer.inputs[0])
+    rank = ctx.rank(value)
+    if param_shape is None or rank is None:
+        return False
+    local = axis - (rank - len(param_shape))
+    if local < 0 or param_shape[local] != width:
+        return False
+    target = ctx.const(producer.inputs[1])
+    if target is not None:
+        position = axis - (rank - len(target))
+        if position >= 0 and int(target[position]) != 1:
+            return False
+    ctx.couple(producer, 0, local, ref)
+    return True
 
 
 @register("Split")
