@@ -144,6 +144,24 @@ def row_layouts(model: onnx.ModelProto, probes: list[Probe], feeds: dict[str, np
     return layouts
 
 
+def _root_gates(proto: onnx.ModelProto) -> list[str]:
+    """Multiply every float graph input by a trainable scalar 1 (returned names).
+
+    ORT's gradient builder then needs the gradient of every tensor between the inputs
+    and the loss. Without that, a tensor upstream of all gates that several Concats
+    read (DenseNet) gets its gradient defined once per Concat and the build fails with
+    "Duplicate definition"; the extra input gradients cost little.
+    """
+    graph = proto.graph
+    floats = [i.name for i in graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT
+              and i.name not in {t.name for t in graph.initializer}]
+    names = {name: f"onnxprune_root_gate_{index}" for index, name in enumerate(floats)}
+    for gate in names.values():
+        graph.initializer.append(numpy_helper.from_array(np.ones((), np.float32), gate))
+    multiply_tensors(graph, names, "rooted")
+    return list(names.values())
+
+
 def _reaching_outputs(model: onnx.ModelProto, probes: list[Probe]) -> list[Probe]:
     """The probes from which some graph output can be reached (others get no gradient)."""
     needed = ancestors(model.graph, [o.name for o in model.graph.output])
@@ -180,8 +198,8 @@ class GateGradients:
         self._check_equal(legal.model, feeds)
         proto = legal.model
         self._insert_gates(proto)
+        names = [_gate_name(i) for i in range(len(self.probes))] + _root_gates(proto)
         self.loss_inputs = self._append_loss(proto, shapes)
-        names = [_gate_name(i) for i in range(len(self.probes))]
         try:
             built = build_artifacts(proto, names, [], self._tmp.name, optimizer="sgd")
             self.state = api.CheckpointState.load_checkpoint(built.checkpoint)

@@ -210,9 +210,11 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
     for index, node in enumerate(graph.node):
         reason = extra_frozen.get(f"op:{node.op_type}") or extra_frozen.get(f"node:{node.name}")
         replacement = None
-        if reason is None and node.op_type in RULES and node.domain in ("", "ai.onnx"):
+        entry = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if entry is not None and entry.when is not None and not entry.when(node, options):
+            entry = None
+        if reason is None and entry is not None:
             builder = NodeBuilder(node, index, opset, inits, probed, options)
-            entry = RULES[node.op_type]
             result = entry.func(builder)
             if isinstance(result, str):
                 reason = result

@@ -112,7 +112,8 @@ def test_missing_training_build_is_an_actionable_error(monkeypatch):
 
 TAYLOR_ZOO = ["convnext_like.ts", "mobilenetv3_like.dynamo_keepbn", "resnet_basic.ts_keepbn",
               "efficientnet_like.ts", "vgg_bn.dynamo_keepbn", "keras_cnn.tf2onnx",
-              "unet.ts_keepbn", "dcgan_generator.dynamo", "yolo_neck.ts"]
+              "unet.ts_keepbn", "dcgan_generator.dynamo", "yolo_neck.ts",
+              "densenet_like.ts", "densenet_like.dynamo_keepbn"]
 
 
 @pytest.mark.parametrize("name", TAYLOR_ZOO)

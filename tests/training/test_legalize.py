@@ -117,7 +117,8 @@ def test_initializer_names_survive_legalization():
     assert names <= readers
 
 
-@pytest.mark.parametrize("op,attrs", [("Pad", {"mode": "reflect"}), ("ReduceMax", {})])
+@pytest.mark.parametrize("op,attrs", [("Pad", {"mode": "reflect"}), ("ReduceMax", {}),
+                                      ("LpPool", {"kernel_shape": [3, 3], "pads": [1] * 4})])
 def test_op_without_exact_rewrite_is_frozen_with_a_warning(op, attrs, caplog):
     b = GraphBuilder(opset=17, seed=0)
     x = b.input(["N", 3, 6, 6], name="input")
