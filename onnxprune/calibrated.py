@@ -132,14 +132,19 @@ class Calibration:
         }
 
 
-def open_calibration(options: CompressOptions, model: ir.Model) -> Calibration:
-    """Open ``options.data`` for ``model`` (rule 1), or prepare for synthetic inputs."""
-    if not options.data:
+def open_calibration(options: CompressOptions, model: ir.Model,
+                     data: DataSource | None = None) -> Calibration:
+    """Open ``options.data`` for ``model`` (rule 1), or prepare for synthetic inputs.
+
+    ``data`` (already opened, e.g. the training part of a held-out split) replaces
+    ``options.data``."""
+    if data is None and not options.data:
         return Calibration(options, None, False)
-    image = ImageOptions(tuple(options.image_size) if options.image_size else None,
-                         tuple(options.mean), tuple(options.std), options.layout,
-                         options.channel_order)
-    data = open_data(options.data, model, image)
+    if data is None:
+        image = ImageOptions(tuple(options.image_size) if options.image_size else None,
+                             tuple(options.mean), tuple(options.std), options.layout,
+                             options.channel_order)
+        data = open_data(options.data, model, image)
     if options.max_samples and data.num_samples > options.max_samples:
         data = data.take(options.max_samples, seed=options.seed)
     return Calibration(options, data, False)

@@ -15,6 +15,7 @@ import os
 import pathlib
 import tempfile
 import time
+from collections.abc import Callable
 
 import onnx
 import onnx_ir as ir
@@ -22,6 +23,7 @@ import onnx_ir as ir
 from onnxprune import __version__
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.calibrated import open_calibration
+from onnxprune.data import DataSource
 from onnxprune.errors import UnsupportedModelError
 from onnxprune.graph import load_model
 from onnxprune.graph.io import StagedOutput, check_destination, weight_bytes
@@ -62,6 +64,7 @@ class CompressResult:
     quantization: dict | None = None
     evaluation: dict | None = None
     steps: list[dict] | None = None
+    budget: dict | None = None  # --max-drop (onnxprune.training.progressive)
     # -- end
 
     def to_dict(self) -> dict:
@@ -159,6 +162,7 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
              output: str | os.PathLike[str] | None = None,
              options: CompressOptions | dict | None = None, write: bool = True,
              report: bool = True, min_keep_widths: dict[str, int] | None = None,
+             calibration_data: DataSource | None = None, progress: Callable | None = None,
              **kwargs) -> CompressResult:
     """Prune ``model`` to remove ``target`` of the metric; write ``output``.
 
@@ -171,6 +175,9 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     ``min_keep_widths`` maps source layer names to the widths (in units) a fractional
     ``min_keep`` refers to, instead of the model's current widths (progressive pruning
     passes the original model's, so no layer ends below ``min_keep`` of it).
+    ``calibration_data`` (an opened :class:`DataSource`) replaces ``options.data`` for
+    the data-driven steps. ``progress`` receives dicts (``phase``: ``step``, ``train``,
+    ``evaluate``) from progressive runs.
     """
     started = time.perf_counter()
     options = _options(target, options, kwargs)
@@ -179,18 +186,20 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     if options.mode != "structured" or options.quantize != "none":
         from onnxprune.sparsity.flow import compress_extended
 
-        return compress_extended(model, output, options, write=write, report=report)
+        return compress_extended(model, output, options, write=write, report=report,
+                                 progress=progress)
     if options.finetunes():
         from onnxprune.training.progressive import compress_progressive
 
-        return compress_progressive(model, options, output=output, write=write, report=report)
+        return compress_progressive(model, options, output=output, write=write, report=report,
+                                    progress=progress)
     # -- end
     destination = pathlib.Path(output or default_output(model))
     if write:
         check_destination(destination, model)
     loaded, original, analysis = _prepare(model, options)
     cost = CostModel(analysis)
-    calib = open_calibration(options, loaded.model)  # data-driven steps: onnxprune.calibrated
+    calib = open_calibration(options, loaded.model, calibration_data)  # onnxprune.calibrated
     calib.reference_sizes = tuple(sorted((min_keep_widths or {}).items()))
     scores = calib.scores(analysis)
     plan = calib.plan(analysis, scores, original)

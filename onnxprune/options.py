@@ -69,6 +69,11 @@ class CompressOptions(pydantic.BaseModel):
     optimizer: Literal["adamw", "sgd"] = "adamw"
     temperature: float = pydantic.Field(4.0, gt=0.0)
     eval_data: str | None = None
+    train_steps: int | None = pydantic.Field(None, ge=1)  # optimizer steps per fine-tuning
+    holdout: float = pydantic.Field(0.1, gt=0.0, lt=1.0)  # of --data, without --eval-data
+    max_drop: float | None = pydantic.Field(None, ge=0.0)
+    work_dir: str | None = None  # progressive runs: default <output>.steps
+    resume: bool = False
 
     @pydantic.model_validator(mode="after")
     def _check_mode(self) -> CompressOptions:
@@ -78,14 +83,21 @@ class CompressOptions(pydantic.BaseModel):
         return self
 
     def epochs(self) -> float:
-        """Fine-tuning epochs per step: as given, else 3 with ``steps > 1``, else 0."""
+        """Fine-tuning epochs per step: as given, else 3 with ``steps > 1`` (unless
+        ``train_steps`` counts optimizer steps instead), else 0."""
         if self.finetune_epochs is not None:
             return float(self.finetune_epochs)
+        if self.train_steps:
+            return 0.0
         return 3.0 if self.steps > 1 else 0.0
+
+    def tunes(self) -> bool:
+        """Whether every step is fine-tuned (by epochs or by ``train_steps``)."""
+        return self.epochs() > 0 or bool(self.train_steps)
 
     def finetunes(self) -> bool:
         """Whether compress runs the progressive/fine-tuning flow."""
-        return self.steps > 1 or self.epochs() > 0
+        return self.steps > 1 or self.tunes()
     # -- end of sparsity/fine-tuning options
 
     def plan_options(self):

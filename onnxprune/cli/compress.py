@@ -12,6 +12,7 @@ from rich.table import Table
 
 from onnxprune.cli.common import emit_json, guard, quiet_status, stdout
 from onnxprune.cli.data_options import DATA_OPTION_NAMES, data_options, parse_floats
+from onnxprune.cli.progress import step_progress
 from onnxprune.errors import UsageError
 
 # CLI parameter name -> option key (only where they differ)
@@ -87,9 +88,23 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
               help="--mode n:m: at most N non-zeros in every M consecutive input weights.")
 @click.option("--steps", type=int, default=1, show_default=True,
               help="Prune in N steps on the cubic schedule, fine-tuning after each.")
-@click.option("--finetune-epochs", type=float,
+@click.option("--finetune-epochs", "--epochs", "finetune_epochs", type=float,
               help="Epochs of fine-tuning on --data after each step [default: 3 with "
                    "--steps > 1, else 0].")
+@click.option("--train-steps", type=int,
+              help="Fine-tune for N optimizer steps after each step (instead of epochs).")
+@click.option("--max-drop", type=float,
+              help="Stop pruning when the held-out metric (accuracy with labels, else "
+                   "agreement/similarity with the original) drops more than this "
+                   "(0.01 = 1 point); keep the last step within it.")
+@click.option("--holdout", type=float, default=0.1, show_default=True,
+              help="Fraction of --data held out for the per-step evaluation when no "
+                   "--eval-data is given.")
+@click.option("--work-dir", type=click.Path(path_type=str),
+              help="Where each step's model and record are saved [default: "
+                   "<output>.steps].")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted --steps run from its work dir.")
 @click.option("--lr", type=float, default=1e-3, show_default=True,
               help="Fine-tuning learning rate (cosine decay).")
 @click.option("--loss", type=click.Choice(["distill", "ce", "mse"]), default="distill",
@@ -120,14 +135,19 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
              "mobile"]
     names += [*DATA_OPTION_NAMES, "allocation", "sensitivity_ratios", "recover"]
     names += ["mode", "nm", "quantize", "steps", "finetune_epochs", "lr", "loss", "optimizer",
-              "temperature", "eval_data"]
+              "temperature", "eval_data", "train_steps", "max_drop", "holdout", "work_dir",
+              "resume"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:
         raise UsageError("no model given: pass MODEL or set 'model' in the recipe")
     output = output or recipe.get("output")
-    with quiet_status("pruning...", not as_json):
-        result = compress(model, output=output, options=options)
+    if options.finetunes():
+        with step_progress(not as_json) as progress:
+            result = compress(model, output=output, options=options, progress=progress)
+    else:
+        with quiet_status("pruning...", not as_json):
+            result = compress(model, output=output, options=options)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -165,11 +185,27 @@ def _print_summary(result: Any) -> None:
     stdout.print(layers)
     if result.steps:  # progressive pruning (onnxprune.training)
         _print_steps(result.steps)
+        _print_budget(result.budget)
     check = result.verification or {}
     diff = check.get("max_rel_diff")
     stdout.print(f"removed {100 * result.achieved:.1f}% of {result.options['metric']}; "
                  "ONNX Runtime check passed"
                  + (f"; max deviation from masked original {diff:.1e}" if diff is not None else ""))
+
+
+def _print_budget(budget: dict | None) -> None:
+    if not budget or not budget.get("stopped_at"):
+        return
+    dropped = budget["dropped"]
+    line = (f"--max-drop {budget['max_drop']:g}: step {budget['stopped_at']} (removing "
+            f"{dropped['achieved']:.3f}) lowered the {budget['metric']} by "
+            f"{dropped['drop']:.4f}, so the schedule stopped and the last step within budget "
+            "was kept")
+    final = budget.get("final")
+    if final:
+        line += (f"; final fine-tune {final['value_before']:.4f} -> {final['value_after']:.4f}"
+                 f" ({'kept' if final['kept'] else 'not kept'})")
+    stdout.print(line, markup=False)
 
 
 def _print_steps(steps: list[dict]) -> None:

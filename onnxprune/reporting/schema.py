@@ -171,6 +171,9 @@ class CompressReport(_Open):
         None, description="onnxprune.reporting.macs.layer_macs(original, pruned)")
     steps: list[dict[str, Any]] | None = Field(
         None, description="metrics per progressive step (numbers plotted against the step)")
+    budget: dict[str, Any] | None = Field(
+        None, description="--max-drop: metric, reference, allowed drop, the step that broke "
+                          "it (not kept) and the final fine-tune (onnxprune.training)")
     sensitivity: Any | None = Field(
         None, description="curves: {name: {x: [...], y: [...]}} or a list of "
                           "{name, x, y}; see onnxprune.reporting.plots.sensitivity_curves")

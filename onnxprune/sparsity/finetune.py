@@ -37,6 +37,7 @@ class FinetuneSettings:
     loss: str = "distill"
     optimizer: str = "adamw"
     temperature: float = 4.0
+    max_steps: int | None = None  # optimizer steps instead of epochs
 
 
 def load_finetune() -> Callable:
@@ -69,7 +70,7 @@ def finetune_masked(model: onnx.ModelProto, teacher: onnx.ModelProto, data,
     result = finetune(model, data, teacher=teacher, epochs=settings.epochs, lr=settings.lr,
                       batch_size=settings.batch_size, seed=settings.seed, masks=mask_arrays,
                       loss=settings.loss, optimizer=settings.optimizer,
-                      temperature=settings.temperature)
+                      temperature=settings.temperature, max_steps=settings.max_steps)
     tuned = result.model
     return tuned, {"epochs": settings.epochs, "lr": settings.lr,
                    "violations": reapply_masks(tuned, masks)}

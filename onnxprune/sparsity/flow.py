@@ -94,7 +94,7 @@ def _open(model, options: CompressOptions) -> _Inputs:
 
 def compress_extended(model: str | os.PathLike[str], output: str | os.PathLike[str] | None,
                       options: CompressOptions, *, write: bool = True,
-                      report: bool = True) -> CompressResult:
+                      report: bool = True, progress=None) -> CompressResult:
     """Rules 1-5; same contract as :func:`onnxprune.compress.compress`."""
     started = time.perf_counter()
     destination = pathlib.Path(output or default_output(model))
@@ -107,7 +107,10 @@ def compress_extended(model: str | os.PathLike[str], output: str | os.PathLike[s
         if options.mode == "structured":
             inner = options.model_copy(update={"quantize": "none", "bench": False,
                                                "mobile": False, "html_report": None})
-            result = compress(model, output=pruned_path, options=inner, report=False)
+            if write and inner.finetunes() and inner.work_dir is None:  # next to the output
+                inner = inner.model_copy(update={"work_dir": str(destination) + ".steps"})
+            result = compress(model, output=pruned_path, options=inner, report=False,
+                              progress=progress)
         else:
             result = _sparse(model, inputs, options, pruned_path)
         final, models = pruned_path, {"original": inputs.loaded.path, "pruned": pruned_path}
@@ -159,10 +162,10 @@ def _sparse(model, inputs: _Inputs, options: CompressOptions, path: pathlib.Path
     settings = SparseSettings(options.mode, options.target, options.scope, n, m,
                               options.steps, tuple(options.ignore))
     finetune = None
-    if options.epochs() > 0:
-        finetune = FinetuneSettings(options.epochs(), options.lr, options.batch_size,
+    if options.tunes():
+        finetune = FinetuneSettings(options.epochs() or 1.0, options.lr, options.batch_size,
                                     options.seed, options.loss, options.optimizer,
-                                    options.temperature)
+                                    options.temperature, options.train_steps)
     elif options.steps > 1:
         inputs.notes.append("steps > 1 without fine-tuning: the result equals one-shot "
                             "pruning to the final sparsity")

@@ -35,5 +35,11 @@ def check_mode_options(options) -> None:
     elif options.target is None:
         raise ValueError("option 'target' is required (in mode n:m the sparsity comes from "
                          "--nm instead)")
-    if options.epochs() > 0 and not options.data:
-        raise ValueError("fine-tuning (finetune_epochs > 0) needs training data: pass --data")
+    if options.train_steps and options.finetune_epochs:
+        raise ValueError("give the fine-tuning length once: --finetune-epochs or "
+                         "--train-steps")
+    if options.tunes() and not options.data:
+        raise ValueError("fine-tuning (finetune_epochs/train_steps > 0) needs training data: "
+                         "pass --data")
+    if options.resume and not options.finetunes():
+        raise ValueError("--resume continues a progressive run (--steps > 1 or fine-tuning)")
