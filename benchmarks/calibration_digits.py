@@ -46,7 +46,7 @@ def run_one(criterion: str, recover: str, seed: int, target: float, samples: int
     started = time.perf_counter()
     result = compress(MODEL, target, output=out, criterion=criterion, recover=recover,
                       seed=seed, data=str(TRAIN), max_samples=samples, allocation=allocation,
-                      sensitivity_ratios=(0.1, 0.3, 0.5, 0.7, 0.9))
+                      steps=1, sensitivity_ratios=(0.1, 0.3, 0.5, 0.7, 0.9))
     return {"criterion": criterion, "recover": recover, "seed": seed, "allocation": allocation,
             "accuracy": accuracy(out), "achieved": result.achieved,
             "seconds": round(time.perf_counter() - started, 2)}

@@ -39,8 +39,8 @@ TRAIN = ROOT / "fixtures" / "data" / "digits_train.npz"
 TEST = ROOT / "fixtures" / "data" / "digits_test.npz"
 
 ROWS = {
-    "one-shot, no fine-tuning": {},
-    "one-shot + 12 epochs distillation": {"finetune_epochs": 12},
+    "one-shot, no fine-tuning": {"steps": 1},
+    "one-shot + 12 epochs distillation": {"steps": 1, "finetune_epochs": 12},
     "--steps 4 (distillation, defaults)": {"steps": 4},
     "--steps 4 --loss ce": {"steps": 4, "loss": "ce"},
 }

@@ -89,7 +89,8 @@ def quantized(tmp: pathlib.Path, runs: int) -> list[dict]:
     rows = []
     for label, kwargs in (("n:m 2:4", {"mode": "n:m"}),
                           ("unstructured 0.5", {"mode": "unstructured", "target": 0.5}),
-                          ("structured 0.3, round_to 8", {"target": 0.3, "round_to": 8})):
+                          ("structured 0.3, round_to 8",
+                           {"target": 0.3, "round_to": 8, "steps": 1})):
         float_path, int8_path = tmp / "float.onnx", tmp / "int8.onnx"
         compress(MODEL, output=float_path, report=False, **kwargs, **COMMON)
         result = compress(MODEL, output=int8_path, quantize="int8", report=False, **kwargs,

@@ -24,7 +24,7 @@ from onnxprune import __version__
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.calibrated import open_calibration
 from onnxprune.data import DataSource
-from onnxprune.errors import UnsupportedModelError
+from onnxprune.errors import OnnxPruneError, UnsupportedModelError
 from onnxprune.graph import load_model
 from onnxprune.graph.io import StagedOutput, check_destination, weight_bytes
 from onnxprune.graph.shapes import dims
@@ -36,6 +36,7 @@ from onnxprune.reporting import group_rows, layer_rows
 from onnxprune.reporting.report import report_path, write_report
 from onnxprune.rewrite import apply_plan, channel_masks
 from onnxprune.rewrite.verify import Verification, verify, verify_declared
+from onnxprune.training.ort import training_available
 
 logger = logging.getLogger(__name__)
 
@@ -181,18 +182,26 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     """
     started = time.perf_counter()
     options = _options(target, options, kwargs)
+    options, steps_note = options.resolve_steps(training_available())
+    extra_notes = [steps_note] if steps_note else []
     # -- sparsity modes / INT8 quantization (onnxprune.sparsity.flow); progressive
     #    pruning with fine-tuning (onnxprune.training.progressive)
     if options.mode != "structured" or options.quantize != "none":
         from onnxprune.sparsity.flow import compress_extended
 
         return compress_extended(model, output, options, write=write, report=report,
-                                 progress=progress)
+                                 progress=progress, notes=extra_notes)
     if options.finetunes():
         from onnxprune.training.progressive import compress_progressive
 
-        return compress_progressive(model, options, output=output, write=write, report=report,
-                                    progress=progress)
+        try:
+            return compress_progressive(model, options, output=output, write=write,
+                                        report=report, progress=progress, notes=extra_notes)
+        except OnnxPruneError as exc:
+            if steps_note:
+                exc.args = (f"{exc} (progressive pruning with fine-tuning is the default "
+                            "with --data; pass --steps 1 for one-shot pruning)", *exc.args[1:])
+            raise
     # -- end
     destination = pathlib.Path(output or default_output(model))
     if write:
@@ -232,8 +241,8 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         macs_before=cost.original.macs, macs_after=after.macs,
         size_before=loaded.file_size, size_after=size_after,
         layers=layers, groups=groups, verification=check.to_dict(),
-        seconds=round(time.perf_counter() - started, 3), notes=loaded.notes + calib.notes,
-        calibration=calib.report(),
+        seconds=round(time.perf_counter() - started, 3),
+        notes=extra_notes + loaded.notes + calib.notes, calibration=calib.report(),
     )
     if write and report:
         write_reports(result, options)

@@ -62,7 +62,7 @@ class CompressOptions(pydantic.BaseModel):
     mode: Literal["structured", "unstructured", "n:m"] = "structured"
     nm: str = pydantic.Field("2:4", pattern=r"^\s*\d+\s*:\s*\d+\s*$")
     quantize: Literal["none", "int8"] = "none"
-    steps: int = pydantic.Field(1, ge=1)
+    steps: int | None = pydantic.Field(None, ge=1)  # None: 4 with --data (structured), else 1
     finetune_epochs: float | None = pydantic.Field(None, ge=0.0)  # None: 3 if steps > 1
     lr: float = pydantic.Field(1e-3, gt=0.0)
     loss: Literal["distill", "ce", "mse"] = "distill"
@@ -89,7 +89,7 @@ class CompressOptions(pydantic.BaseModel):
             return float(self.finetune_epochs)
         if self.train_steps:
             return 0.0
-        return 3.0 if self.steps > 1 else 0.0
+        return 3.0 if (self.steps or 1) > 1 else 0.0
 
     def tunes(self) -> bool:
         """Whether every step is fine-tuned (by epochs or by ``train_steps``)."""
@@ -97,8 +97,29 @@ class CompressOptions(pydantic.BaseModel):
 
     def finetunes(self) -> bool:
         """Whether compress runs the progressive/fine-tuning flow."""
-        return self.steps > 1 or self.tunes()
+        return (self.steps or 1) > 1 or self.tunes()
     # -- end of sparsity/fine-tuning options
+
+    def resolve_steps(self, training_available: bool) -> tuple[CompressOptions, str | None]:
+        """Concrete ``steps`` and, when it was chosen here, a note saying why.
+
+        Unset ``steps`` is 4 (progressive pruning with fine-tuning, the recipe that keeps
+        accuracy) in structured mode when ``data`` is given and fine-tuning is not turned
+        off (``finetune_epochs=0``) and the training build is installed; else 1.
+        """
+        if self.steps is not None:
+            return self, None
+        wanted = self.mode == "structured" and bool(self.data) and self.finetune_epochs != 0
+        if wanted and training_available:
+            note = ("--steps 4 (the default with --data): progressive pruning with "
+                    "fine-tuning after each step; pass --steps 1 for one-shot pruning")
+            return self.model_copy(update={"steps": 4}), note
+        note = None
+        if wanted:
+            note = ("--data without the ONNX Runtime training build: one-shot pruning (pip "
+                    "install 'onnxprune[train]' for the default 4 progressive steps with "
+                    "fine-tuning)")
+        return self.model_copy(update={"steps": 1}), note
 
     def plan_options(self):
         from onnxprune.planning import PlanOptions

@@ -86,8 +86,9 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
                    "(--scope global|uniform=per layer); n:m: N:M pattern (--nm).")
 @click.option("--nm", default="2:4", show_default=True,
               help="--mode n:m: at most N non-zeros in every M consecutive input weights.")
-@click.option("--steps", type=int, default=1, show_default=True,
-              help="Prune in N steps on the cubic schedule, fine-tuning after each.")
+@click.option("--steps", type=int,
+              help="Prune in N steps on the cubic schedule, fine-tuning after each "
+                   "[default: 4 with --data (structured mode), else 1].")
 @click.option("--finetune-epochs", "--epochs", "finetune_epochs", type=float,
               help="Epochs of fine-tuning on --data after each step [default: 3 with "
                    "--steps > 1, else 0].")
@@ -142,7 +143,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     if not model:
         raise UsageError("no model given: pass MODEL or set 'model' in the recipe")
     output = output or recipe.get("output")
-    if options.finetunes():
+    if options.finetunes() or (options.steps is None and options.data):  # may be progressive
         with step_progress(not as_json) as progress:
             result = compress(model, output=output, options=options, progress=progress)
     else:

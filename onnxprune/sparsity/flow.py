@@ -94,7 +94,8 @@ def _open(model, options: CompressOptions) -> _Inputs:
 
 def compress_extended(model: str | os.PathLike[str], output: str | os.PathLike[str] | None,
                       options: CompressOptions, *, write: bool = True,
-                      report: bool = True, progress=None) -> CompressResult:
+                      report: bool = True, progress=None,
+                      notes: list[str] | None = None) -> CompressResult:
     """Rules 1-5; same contract as :func:`onnxprune.compress.compress`."""
     started = time.perf_counter()
     destination = pathlib.Path(output or default_output(model))
@@ -130,7 +131,8 @@ def compress_extended(model: str | os.PathLike[str], output: str | os.PathLike[s
     result.input, result.output = str(model), str(out_path) if out_path else None
     result.options = options.model_dump(mode="json")
     result.size_before, result.size_after = inputs.loaded.file_size, size_after
-    result.notes = inputs.notes + [n for n in result.notes if n not in inputs.notes]
+    result.notes = (notes or []) + inputs.notes + [n for n in result.notes
+                                                   if n not in inputs.notes]
     result.notes += (result.quantization or {}).pop("notes", [])
     result.seconds = round(time.perf_counter() - started, 3)
     if write and report:

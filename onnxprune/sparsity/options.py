@@ -41,5 +41,5 @@ def check_mode_options(options) -> None:
     if options.tunes() and not options.data:
         raise ValueError("fine-tuning (finetune_epochs/train_steps > 0) needs training data: "
                          "pass --data")
-    if options.resume and not options.finetunes():
+    if options.resume and options.steps == 1 and not options.tunes():
         raise ValueError("--resume continues a progressive run (--steps > 1 or fine-tuning)")

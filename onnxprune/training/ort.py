@@ -16,11 +16,13 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["TrainingArtifacts", "build_artifacts", "import_training", "runtime_ready"]
+__all__ = ["TrainingArtifacts", "build_artifacts", "import_training", "runtime_ready",
+           "training_available"]
 
 import contextlib
 import dataclasses
 import importlib
+import importlib.util
 import logging
 import os
 import pathlib
@@ -66,6 +68,18 @@ def import_training() -> tuple[Any, Any]:
     except ImportError as exc:
         raise RuntimeMissingError(f"{MISSING} ({exc})") from exc
     return artifacts, api
+
+
+def training_available() -> bool:
+    """Whether the ONNX Runtime training build is installed (checked without importing
+    ``onnxruntime.training``)."""
+    try:
+        spec = importlib.util.find_spec("onnxruntime")
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.origin:
+        return False
+    return (pathlib.Path(spec.origin).parent / "training" / "artifacts.py").is_file()
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

@@ -322,7 +322,8 @@ def _brief(row: dict) -> str:
 
 def compress_progressive(model: str, options: Any, *, output: str | None = None,
                          write: bool = True, report: bool = True,
-                         progress: Progress | None = None) -> Any:
+                         progress: Progress | None = None,
+                         notes: list[str] | None = None) -> Any:
     """Rules 1-6; returns a :class:`onnxprune.compress.CompressResult` with ``steps``."""
     from onnxprune.compress import default_output
     from onnxprune.graph import load_model
@@ -356,8 +357,9 @@ def compress_progressive(model: str, options: Any, *, output: str | None = None,
         final_path = run.run()
         if not run.rows:
             raise UnreachableTargetError("no step was kept", 0.0)
-        notes = run.notes + ([f"step models and records: {work.path} (--resume continues "
-                              "an interrupted run)"] if write else [])
+        notes = (notes or []) + run.notes + (
+            [f"step models and records: {work.path} (--resume continues an interrupted "
+             "run)"] if write else [])
         return _finish(model, loaded, original, options, run.results, run.rows, final_path,
                        destination, write, report, started, notes, run.budget)
 

@@ -21,7 +21,8 @@ test_accuracy.__test__ = False
 
 def pruned_accuracy(tmp_path, **options) -> float:
     out = tmp_path / "pruned.onnx"
-    compress(DIGITS, 0.5, output=out, data=str(DIGITS_TRAIN), max_samples=512, **options)
+    compress(DIGITS, 0.5, output=out, data=str(DIGITS_TRAIN), max_samples=512, steps=1,
+             **options)
     return test_accuracy(out)
 
 
@@ -58,7 +59,7 @@ def test_sensitivity_allocation_beats_the_global_threshold(tmp_path):
 
 
 def test_auto_choices_with_data(tmp_path):
-    result = compress(DIGITS, 0.5, output=tmp_path / "p.onnx", data=str(DIGITS_TRAIN),
+    result = compress(DIGITS, 0.5, output=tmp_path / "p.onnx", data=str(DIGITS_TRAIN), steps=1,
                       max_samples=128)
     calibration = result.calibration
     assert calibration["criterion"] == "taylor" and calibration["recover"] == "bias"

@@ -103,7 +103,7 @@ def test_quantized_weights_count_as_params_and_score_like_floats():
 
 def test_compress_a_qdq_model_with_calibration_data(tmp_path):
     out = tmp_path / "q.pruned.onnx"
-    result = compress(FIXTURES[1], 0.4, output=out, data=TRAIN, max_samples=128)
+    result = compress(FIXTURES[1], 0.4, output=out, data=TRAIN, max_samples=128, steps=1)
     assert result.verification["max_rel_diff"] <= QDQ_RTOL
     assert equivalence_rtol(onnx.load(str(out))) == QDQ_RTOL
     assert equivalence_rtol(onnx.load(str(DIGITS))) == 1e-4

@@ -89,7 +89,7 @@ def test_progressive_cross_entropy_from_the_cli(tmp_path):
 
 def test_one_step_with_fine_tuning(tmp_path):
     out = tmp_path / "one.onnx"
-    result = compress(DIGITS, 0.5, output=out, finetune_epochs=1, data=str(DIGITS_TRAIN),
+    result = compress(DIGITS, 0.5, output=out, steps=1, finetune_epochs=1, data=str(DIGITS_TRAIN),
                       criterion="l1", recover="none", report=False)
     assert len(result.steps) == 1 and result.steps[0]["target"] == 0.5
     assert result.steps[0]["accuracy"] > result.steps[0]["accuracy_pruned"]

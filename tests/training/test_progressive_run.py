@@ -158,7 +158,7 @@ def test_train_steps_and_progress_events(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--train-steps", "5", "--finetune-epochs", "1"], "once"),
     (["--max-drop", "0.01", "--steps", "2", "--finetune-epochs", "0"], "evaluation data"),
-    (["--resume"], "progressive run"),
+    (["--resume", "--steps", "1"], "progressive run"),
     (["--holdout", "1.5"], "holdout"),
 ])
 def test_bad_run_options_are_usage_errors(tmp_path, args, message):
@@ -178,3 +178,36 @@ def test_epochs_is_an_alias_of_finetune_epochs(tmp_path):
     report = json.loads(result.output)
     assert report["options"]["finetune_epochs"] == 0.05 and report["steps"]
     assert (tmp_path / "e.onnx.steps" / "state.json").is_file()
+
+
+def test_data_makes_four_progressive_steps_the_default(tmp_path):
+    result = compress(DIGITS, 0.3, output=tmp_path / "d.onnx", data=str(DIGITS_TRAIN),
+                      finetune_epochs=0.05, criterion="l1")
+    assert [row["step"] for row in result.steps] == [1, 2, 3, 4]
+    assert result.options["steps"] == 4
+    assert any("--steps 4 (the default with --data)" in note for note in result.notes)
+
+
+def test_default_steps_resolution():
+    from onnxprune.options import build_options
+
+    def resolved(available=True, **values):
+        return build_options({"target": 0.5, **values}).resolve_steps(available)
+
+    assert resolved()[0].steps == 1 and resolved()[1] is None              # no data
+    options, note = resolved(data="d.npz")
+    assert options.steps == 4 and "default" in note
+    assert resolved(data="d.npz", steps=2)[0].steps == 2                    # explicit
+    assert resolved(data="d.npz", finetune_epochs=0)[0].steps == 1          # tuning off
+    assert resolved(data="d.npz", mode="unstructured")[0].steps == 1        # sparsity modes
+    options, note = resolved(available=False, data="d.npz")
+    assert options.steps == 1 and "onnxprune[train]" in note
+
+
+def test_without_the_training_build_data_means_one_shot(tmp_path, monkeypatch):
+    compress_module = importlib.import_module("onnxprune.compress")
+    monkeypatch.setattr(compress_module, "training_available", lambda: False)
+    result = compress(DIGITS, 0.3, output=tmp_path / "o.onnx", data=str(DIGITS_TRAIN),
+                      max_samples=64)
+    assert result.steps is None and result.options["steps"] == 1
+    assert any("onnxprune[train]" in note for note in result.notes)
