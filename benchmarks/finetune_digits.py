@@ -5,16 +5,18 @@
 ``fixtures/models/digits_cnn.ts.onnx`` (40,394 parameters, test accuracy 98.70%) is
 pruned to ``--target`` (0.7) of its parameters with training data
 ``fixtures/data/digits_train.npz`` (1,257 images) only; accuracy is measured on the 540
-images of ``fixtures/data/digits_test.npz`` (used for nothing else; ``--eval-data`` only
-adds the per-step fidelity columns). Rows, each for every seed:
+images of ``fixtures/data/digits_test.npz``, passed as ``--eval-data`` (it only adds the
+per-step fidelity columns; with it all of the training data trains, nothing is held
+out). Rows, each for every seed:
 
-1. one-shot, no fine-tuning (``compress --target 0.7 --data train``: taylor + bias);
+1. one-shot, no fine-tuning (``compress --target 0.7 --steps 1 --data train``: taylor +
+   bias);
 2. one-shot + fine-tuning for as many epochs as the progressive run uses in total
-   (``--finetune-epochs 12``);
-3. the documented run, the defaults of ``compress --steps 4`` (cubic schedule,
-   3 epochs of distillation from the original after each step, AdamW, lr 1e-3, cosine,
-   temperature 4, batch 32):
-   ``onnxprune compress digits_cnn.ts.onnx --target 0.7 --steps 4 --data digits_train.npz``
+   (``--steps 1 --finetune-epochs 12``);
+3. the documented run, the defaults of ``compress`` with data (``--steps 4``, cubic
+   schedule, 3 epochs of distillation from the original after each step, AdamW, lr 1e-3,
+   cosine, temperature 4, batch 32): ``onnxprune compress digits_cnn.ts.onnx --target 0.7
+   --steps 4 --data digits_train.npz --eval-data digits_test.npz``
 4. the same with ``--loss ce`` (the training labels instead of the original's outputs).
 
 Prints markdown tables (docs/finetune.md): accuracy per row (mean, min-max over seeds)
