@@ -14,7 +14,8 @@ Every write creates a fresh initializer; tensors other nodes read are never chan
 
 from __future__ import annotations
 
-__all__ = ["can_write_bias", "current_bias", "current_weight", "write_bias", "write_weight"]
+__all__ = ["can_write_bias", "current_bias", "current_weight", "fit_target", "write_bias",
+           "write_weight"]
 
 import numpy as np
 import onnx_ir as ir
@@ -37,18 +38,52 @@ def current_weight(consumer: Consumer) -> np.ndarray:
     return w
 
 
-def _bias_add(consumer: Consumer) -> ir.Node | None:
+def _bias_add(consumer: Consumer) -> tuple[ir.Node, int] | None:
+    """The ``Add`` holding a MatMul's bias and the index of its constant input.
+
+    Cases: the Add written by recovery in this run; else an Add that is the MatMul
+    output's only reader and adds a constant 1-D vector over the output features (how
+    exporters write a Linear layer on 3-D inputs, and what an earlier onnxprune run
+    wrote), so a second recovery updates that bias instead of chaining another Add.
+    """
     meta = consumer.node.meta.get("onnxprune.bias_add")
-    return meta if isinstance(meta, ir.Node) else None
+    if isinstance(meta, ir.Node):
+        return meta, 1
+    out = consumer.output
+    uses = list(out.uses())
+    if len(uses) != 1 or out.is_graph_output():
+        return None
+    node, index = uses[0]
+    weight = consumer.node.inputs[1].const_value
+    if node.op_type != "Add" or node.domain not in ("", "ai.onnx") or weight is None \
+            or len(node.inputs) != 2:
+        return None
+    other = node.inputs[1 - index]
+    if other is None or other.const_value is None or not other.is_initializer():
+        return None
+    if tuple(other.const_value.shape) != (weight.shape[-1],):
+        return None
+    return node, 1 - index
+
+
+def fit_target(consumer: Consumer) -> ir.Value:
+    """The tensor a refit must reproduce: the output of the MatMul's bias ``Add`` when it
+    has one in the graph (its constant is then the bias being fitted), else the
+    consumer's output."""
+    found = None
+    if consumer.kind == "matmul" and "onnxprune.bias_add" not in consumer.node.meta:
+        found = _bias_add(consumer)
+    return found[0].outputs[0] if found is not None else consumer.output
 
 
 def current_bias(consumer: Consumer, n_out: int) -> np.ndarray:
     node = consumer.node
     if consumer.kind == "matmul":
-        add = _bias_add(consumer)
-        if add is None:
+        found = _bias_add(consumer)
+        if found is None:
             return np.zeros(n_out)
-        return add.inputs[1].const_value.numpy().astype(np.float64)
+        add, index = found
+        return add.inputs[index].const_value.numpy().astype(np.float64)
     if len(node.inputs) < 3 or node.inputs[2] is None:
         return np.zeros(n_out)
     b = np.broadcast_to(node.inputs[2].const_value.numpy().reshape(-1), (n_out,))
@@ -84,9 +119,9 @@ def write_bias(ctx: RewriteContext, consumer: Consumer, bias: np.ndarray) -> boo
 
 
 def _write_matmul_bias(ctx: RewriteContext, consumer: Consumer, bias: np.ndarray) -> bool:
-    add = _bias_add(consumer)
-    if add is not None:
-        ctx.set_const_input(add, 1, bias)
+    found = _bias_add(consumer)
+    if found is not None:
+        ctx.set_const_input(found[0], found[1], bias)
         return True
     if not can_write_bias(consumer):
         return False

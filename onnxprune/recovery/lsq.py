@@ -41,6 +41,7 @@ from onnxprune.recovery.edit import (
     can_write_bias,
     current_bias,
     current_weight,
+    fit_target,
     write_bias,
     write_weight,
 )
@@ -211,7 +212,8 @@ def refit(analysis, removed_units: np.ndarray, consumers: list[Consumer],
     rng = np.random.default_rng(settings.seed)
     ctx = RewriteContext(analysis, removed_units)
     fitted = 0
-    reference = Tap(original, list(dict.fromkeys(c.output.name for c in consumers)))
+    targets_of = {id(c): fit_target(c).name for c in consumers}
+    reference = Tap(original, list(dict.fromkeys(targets_of.values())))
     for wave in waves(analysis.model, consumers):
         fits = []
         for consumer in wave:
@@ -223,7 +225,7 @@ def refit(analysis, removed_units: np.ndarray, consumers: list[Consumer],
             targets = reference.run(feeds)
             inputs = pruned.run(feeds)
             for fit in fits:
-                z, t = _pairs(fit, targets[fit.consumer.output.name],
+                z, t = _pairs(fit, targets[targets_of[id(fit.consumer)]],
                               inputs[fit.consumer.data.name], rng)
                 fit.add(z, t)
         for fit in fits:

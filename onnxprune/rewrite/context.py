@@ -21,7 +21,7 @@ class RewriteContext(KeepView):
         self.graph = analysis.model.graph
         self._names = set(self.graph.initializers) | {
             v.name for n in self.graph for v in n.outputs if v.name
-        } | {v.name for v in self.graph.inputs}
+        } | {v.name for v in self.graph.inputs} | {n.name for n in self.graph if n.name}
 
     def fresh_name(self, base: str) -> str:
         name, k = f"{base}_pruned", 1

@@ -126,3 +126,58 @@ def test_unknown_method_is_a_usage_error():
     analysis, removed, original, _, _ = prune_source(mlp(), "fc1", [0])
     with pytest.raises(UsageError, match="unknown recovery"):
         recover(analysis, removed, original, random_data(analysis.model, 4), "magic")
+
+
+def _token_mlp_with_bias_add() -> onnx.ModelProto:
+    """[N, 4, 8] -> MatMul + Add(bias) -> Relu -> MatMul + Add(bias): how exporters write
+    Linear layers on 3-D inputs (the bias in a separate Add)."""
+    b = GraphBuilder(seed=7)
+    x = b.input(["N", 4, 8], name="input")
+    h = b.op("MatMul", [x, b.weight(8, 6)], name="fc1")
+    h = b.op("Relu", [b.op("Add", [h, b.weight(6)], name="fc1_add")])
+    y = b.op("MatMul", [h, b.weight(6, 5)], name="fc2")
+    b.output(b.op("Add", [y, b.weight(5, scale=3.0)], name="fc2_add"))
+    return b.model()
+
+
+@pytest.mark.parametrize("method", ["bias", "lsq"])
+def test_recovery_updates_an_existing_matmul_bias_add(method):
+    """The bias lives in the Add after the MatMul: recovery writes it there (no second
+    Add), and the refit keeps it (its target is the Add's output, bias included)."""
+    analysis, removed, original, pruned, _ = prune_source(_token_mlp_with_bias_add(), "fc1",
+                                                          [0, 3])
+    data = random_data(analysis.model, n=96)
+    recover(analysis, removed, original, data, method, batch_size=32)
+    recovered = to_runtime_proto(ir.serde.serialize_model(analysis.model))
+    assert sum(n.op_type == "Add" for n in recovered.graph.node) == 2
+    reference = outputs(original, data)
+    error = np.square(outputs(recovered, data) - reference).mean()
+    assert error < np.square(outputs(pruned, data) - reference).mean()
+    assert error < 0.1 * np.square(reference).mean()   # the 3.0-scale bias is kept
+
+
+def test_pruning_a_pruned_model_again_keeps_node_names_unique(tmp_path):
+    """A second run over onnxprune's own output (progressive steps do this) used to give
+    the second recovery Add the name of the first."""
+    from onnxprune.compress import compress
+
+    path = tmp_path / "m.onnx"
+    b = GraphBuilder(seed=2)
+    x = b.input(["N", 8], name="input")
+    h = b.op("Relu", [b.op("MatMul", [x, b.weight(8, 16)], name="fc1")])
+    h = b.op("Relu", [b.op("MatMul", [h, b.weight(16, 12)], name="fc2")])
+    b.output(b.op("MatMul", [h, b.weight(12, 4)], name="fc3"))
+    onnx.save(b.model(), path)
+    np.savez(tmp_path / "d.npz", input=np.random.default_rng(0).standard_normal((64, 8))
+             .astype(np.float32))
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    compress(path, 0.3, output=first, data=str(tmp_path / "d.npz"), steps=1, recover="bias",
+             criterion="l1")
+    compress(first, 0.3, output=second, data=str(tmp_path / "d.npz"), steps=1,
+             recover="bias", criterion="l1")
+    once = sum(n.op_type == "Add" for n in onnx.load(str(first)).graph.node)
+    names = [n.name for n in onnx.load(str(second)).graph.node]
+    assert len(names) == len(set(names))
+    # the second recovery updates the bias Adds of the first instead of adding more
+    assert once >= 1 and sum(n.op_type == "Add" for n in onnx.load(str(second)).graph.node) \
+        == once
