@@ -60,12 +60,15 @@ def _with_output(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
     return proto
 
 
-def _per_sample_loss(proto, probe, channel, factor, feeds, labels):
-    """Cross-entropy per sample with ``probe`` channel ``channel`` scaled by ``factor``."""
+def per_sample_loss(proto, probe, channel, factor, feeds, labels):
+    """Cross-entropy per sample with ``probe`` channel ``channel`` scaled by ``factor``
+    (at every position of the probe: all its other axes, rows included)."""
     edited = onnx.ModelProto()
     edited.CopyFrom(proto)
-    scale = np.ones((1, len(probe.ids), 1, 1), np.float32)
-    scale[0, channel] = factor
+    shape = [1] * probe.rank
+    shape[probe.axis] = len(probe.ids)
+    scale = np.ones(shape, np.float32)
+    np.moveaxis(scale, probe.axis, 0)[channel] = factor
     edited.graph.initializer.append(onnx.numpy_helper.from_array(scale, "fd_scale"))
     multiply_tensors(edited.graph, {probe.name: "fd_scale"}, "fd")
     logits = session(edited).run(None, feeds)[0].astype(np.float64)
@@ -86,8 +89,8 @@ def test_taylor_equals_mean_squared_per_sample_gate_derivative():
     units = conv1_units(analysis)
     eps = 1e-2
     for channel in (0, 3, 5):
-        up = _per_sample_loss(proto, probe, channel, 1 + eps, feeds, labels)
-        down = _per_sample_loss(proto, probe, channel, 1 - eps, feeds, labels)
+        up = per_sample_loss(proto, probe, channel, 1 + eps, feeds, labels)
+        down = per_sample_loss(proto, probe, channel, 1 - eps, feeds, labels)
         fisher = np.mean(((up - down) / (2 * eps)) ** 2)
         assert scores[units[channel]] == pytest.approx(fisher, rel=2e-2)
 

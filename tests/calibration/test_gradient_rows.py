@@ -9,14 +9,13 @@ import pytest
 
 from onnxprune.analysis import analyze
 from onnxprune.calibration.gradients import row_layouts
-from onnxprune.calibration.graph_edit import multiply_tensors
 from onnxprune.calibration.probes import Probe, find_probes
 from onnxprune.errors import UnsupportedModelError
 from onnxprune.graph.runtime import to_runtime_proto
 from onnxprune.importance.data_criteria import taylor_scores
 from tests.builders import GraphBuilder
 from tests.calibration.models import ir_model, random_data
-from tests.oracle import session
+from tests.calibration.test_criteria import per_sample_loss
 
 T, C, HIDDEN, K = 3, 4, 6, 5
 
@@ -64,19 +63,6 @@ def test_rows_mixing_samples_are_refused():
         row_layouts(proto, [probe], feeds, 4)
 
 
-def _per_sample_loss(proto, probe, unit, factor, feeds, labels):
-    edited = onnx.ModelProto()
-    edited.CopyFrom(proto)
-    scale = np.ones((1, len(probe.ids)), np.float32)
-    scale[0, unit] = factor
-    edited.graph.initializer.append(onnx.numpy_helper.from_array(scale, "fd_scale"))
-    multiply_tensors(edited.graph, {probe.name: "fd_scale"}, "fd")
-    logits = session(edited).run(None, feeds)[0].astype(np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    return -logp[np.arange(len(labels)), labels]
-
-
 @pytest.mark.parametrize("sequence_first", [False, True])
 def test_token_rows_give_per_sample_fisher(sequence_first):
     """mean over samples of (dL_n/dg)^2, g scaling a hidden unit in every token of the
@@ -92,8 +78,8 @@ def test_token_rows_give_per_sample_fisher(sequence_first):
     checked = 0
     for unit in range(HIDDEN):
         element = probe.ids[unit]
-        up = _per_sample_loss(proto, probe, unit, 1 + eps, feeds, labels)
-        down = _per_sample_loss(proto, probe, unit, 1 - eps, feeds, labels)
+        up = per_sample_loss(proto, probe, unit, 1 + eps, feeds, labels)
+        down = per_sample_loss(proto, probe, unit, 1 - eps, feeds, labels)
         fisher = np.mean(((up - down) / (2 * eps)) ** 2)
         score = scores[analysis.element_unit[element]]
         if fisher > 1e-8:
