@@ -360,8 +360,10 @@ def compress_progressive(model: str, options: Any, *, output: str | None = None,
         notes = (notes or []) + run.notes + (
             [f"step models and records: {work.path} (--resume continues an interrupted "
              "run)"] if write else [])
-        return _finish(model, loaded, original, options, run.results, run.rows, final_path,
-                       destination, write, report, started, notes, run.budget)
+        result = _finish(model, loaded, original, options, run.results, run.rows, final_path,
+                         destination, write, report, started, notes, run.budget)
+        work.finish()
+        return result
 
 
 def _finish(model: str, loaded: Any, original: onnx.ModelProto, options: Any,

@@ -7,12 +7,14 @@ Rules:
    model after step ``t``, fine-tuned). Every file is written atomically (temporary
    file, then rename), each model before the record that names it, so an
    interruption leaves at most a file no record points to.
-2. A fresh run refuses a directory whose ``state.json`` records work
+2. A fresh run refuses a directory whose ``state.json`` records an *unfinished* run
    (:class:`UsageError`: pass ``--resume`` or another ``--work-dir``): nothing is
-   overwritten. ``--resume`` needs the same fingerprint (the same input file bytes and
-   the same options, apart from where outputs go and what is produced besides the
-   model) and continues after the last recorded step; with nothing recorded it starts
-   fresh.
+   overwritten. A run whose output was written (``finished``) is replaced by a fresh
+   run (its step models are deleted), so rerunning the same command works.
+   ``--resume`` needs the same fingerprint (the same input file bytes and the same
+   options, apart from where outputs go and what is produced besides the model) and
+   continues after the last recorded step (a finished run is only written again);
+   with nothing recorded it starts fresh.
 3. Records are plain JSON: the step's row (``steps`` of the report) and the dict of
    the step's one-shot ``compress`` result.
 """
@@ -66,6 +68,7 @@ class WorkDir:
     fingerprint: str
     records: list[dict]
     ended: dict | None = None   # {"stopped_at": t, "final": record} once the schedule ended
+    finished: bool = False      # the output was written
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], model: str | os.PathLike[str],
@@ -79,7 +82,7 @@ class WorkDir:
             except (OSError, json.JSONDecodeError) as exc:
                 raise UsageError(f"{state}: unreadable work-dir state ({exc}); remove the "
                                  "directory or pass another --work-dir") from exc
-            if saved.get("records") and not resume:
+            if saved.get("records") and not resume and not saved.get("finished"):
                 raise UsageError(
                     f"{path} holds an earlier run ({len(saved['records'])} step(s) done); "
                     "pass --resume to continue it, or another --work-dir")
@@ -98,6 +101,8 @@ class WorkDir:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create work dir {path}: {exc}") from exc
+        if state.is_file() and not resume:  # a finished run's models (rule 2)
+            _remove_models(path, saved)
         work = cls(path, key, [])
         work._save_state()
         return work
@@ -122,11 +127,25 @@ class WorkDir:
         self.ended = {"stopped_at": stopped_at, "final": final, "budget": budget}
         self._save_state()
 
+    def finish(self) -> None:
+        """The output was written: a later fresh run may replace this one (rule 2)."""
+        self.finished = True
+        self._save_state()
+
     def _save_state(self) -> None:
         document = {"fingerprint": self.fingerprint, "records": self.records,
-                    "ended": self.ended}
+                    "ended": self.ended, "finished": self.finished}
         _write_atomic(self.path / STATE, json.dumps(document, indent=1,
                                                     default=_plain).encode())
+
+
+def _remove_models(path: pathlib.Path, saved: dict) -> None:
+    """Delete the step models a saved (finished) run recorded, nothing else."""
+    steps = [r["row"]["step"] for r in saved.get("records", [])] + ["final"]
+    for step in steps:
+        target = path / f"step{step}.onnx"
+        if target.is_file():
+            target.unlink()
 
 
 def _plain(value: Any) -> Any:

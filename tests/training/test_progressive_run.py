@@ -211,3 +211,20 @@ def test_without_the_training_build_data_means_one_shot(tmp_path, monkeypatch):
                       max_samples=64)
     assert result.steps is None and result.options["steps"] == 1
     assert any("onnxprune[train]" in note for note in result.notes)
+
+
+def test_rerunning_a_finished_run_replaces_its_work_dir(tmp_path):
+    """Only an unfinished run blocks its work dir; rerunning the same command after a
+    success works (pipelines rerun), and --resume of a finished run writes it again."""
+    options = {**FAST, "steps": 2, "train_steps": 3}
+    out = tmp_path / "r.onnx"
+    first = compress(DIGITS, 0.4, output=out, **options)
+    state = tmp_path / "r.onnx.steps" / "state.json"
+    assert json.loads(state.read_text())["finished"] is True
+    (tmp_path / "r.onnx.steps" / "mine.onnx").write_bytes(b"not onnxprune's")
+    second = compress(DIGITS, 0.4, output=out, **options)
+    assert [r["params"] for r in second.steps] == [r["params"] for r in first.steps]
+    assert (tmp_path / "r.onnx.steps" / "mine.onnx").read_bytes() == b"not onnxprune's"
+    again = compress(DIGITS, 0.4, output=out, resume=True, **options)
+    assert any("resumed after step 2" in note for note in again.notes)
+    assert again.params_after == second.params_after
