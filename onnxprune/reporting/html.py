@@ -178,7 +178,28 @@ def _steps(r: dict, plot: Callable) -> str:
     keys = list(dict.fromkeys(k for s in steps for k in s))
     rows = [[_num(s.get(k), ".4g") if isinstance(s.get(k), float) else s.get(k, "")
              for k in keys] for s in steps]
-    return plot(P.steps_plot, steps, "fidelity per step") + _table(keys, rows)
+    return plot(P.steps_plot, steps, "fidelity per step") + _table(keys, rows) + \
+        _budget(r.get("budget"))
+
+
+def _budget(budget: dict | None) -> str:
+    """--max-drop: where the schedule stopped, and the final fine-tune."""
+    if not budget:
+        return ""
+    if not budget.get("stopped_at"):
+        return (f'<p class="muted">--max-drop {_e(budget.get("max_drop"))}: every step '
+                f'stayed within the budget ({_e(budget.get("metric", "-"))}).</p>')
+    dropped = budget.get("dropped") or {}
+    text = (f'--max-drop {_e(budget.get("max_drop"))}: step {_e(budget["stopped_at"])} '
+            f'(removing {_num(dropped.get("achieved"), ".3f")}) lowered the '
+            f'{_e(budget.get("metric"))} by {_num(dropped.get("drop"), ".4f")} and was '
+            "discarded; the last step within budget was kept.")
+    final = budget.get("final")
+    if final:
+        text += (f' Final fine-tune: {_num(final.get("value_before"), ".4f")} &rarr; '
+                 f'{_num(final.get("value_after"), ".4f")} '
+                 f'({"kept" if final.get("kept") else "not kept"}).')
+    return f'<p class="warn">{text}</p>'
 
 
 def _sensitivity(r: dict, plot: Callable) -> str:

@@ -107,3 +107,15 @@ def test_missing_matplotlib_is_a_clear_error_and_tables_still_work(full_report, 
     with pytest.raises(RuntimeMissingError, match=r"pip install 'onnxprune\[report\]'"):
         render_html(full_report)
     assert "<h2>Latency</h2>" in render_html(full_report, plots=False)
+
+
+def test_max_drop_stop_is_explained_under_the_steps(full_report):
+    budget = {"max_drop": 0.02, "metric": "accuracy", "reference": 0.98, "stopped_at": 3,
+              "dropped": {"step": 3, "achieved": 0.61, "drop": 0.0523},
+              "final": {"value_before": 0.97, "value_after": 0.975, "kept": True}}
+    page = render_html(dict(full_report, budget=budget), plots=False)
+    assert "step 3 (removing 0.610) lowered the accuracy by 0.0523" in page
+    assert "0.9700 &rarr; 0.9750 (kept)" in page
+    within = dict(full_report, budget={"max_drop": 0.02, "metric": "accuracy",
+                                       "stopped_at": None})
+    assert "every step stayed within the budget" in render_html(within, plots=False)
