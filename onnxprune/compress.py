@@ -221,10 +221,7 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     masks = channel_masks(analysis, plan.removed_units) if check_masks else None
     apply_plan(analysis, plan.removed_units)
     with contextlib.ExitStack() as stack:
-        if not write:
-            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="onnxprune-"))
-            destination = pathlib.Path(scratch) / destination.name
-        staged = stack.enter_context(StagedOutput(destination, source=model))
+        staged = staged_output(stack, destination, model, write)
         staged_path = staged.write(analysis.model, loaded.external_data or None)
         check = _check_staged(loaded, original, staged_path, masks, options,
                               rtol=equivalence_rtol(original))  # QDQ: onnxprune.quantize
@@ -276,6 +273,17 @@ def _report_document(result: CompressResult, options: CompressOptions) -> dict:
 
         document["mobile"] = export_mobile(result.output, bench=options.bench)
     return document
+
+
+def staged_output(stack: contextlib.ExitStack, destination: pathlib.Path,
+                  source: str | os.PathLike[str], write: bool) -> StagedOutput:
+    """The :class:`StagedOutput` a flow writes its result into; with ``write=False`` it
+    stages inside a scratch folder (removed with ``stack``) so nothing lands next to
+    ``destination``."""
+    if not write:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="onnxprune-"))
+        destination = pathlib.Path(scratch) / destination.name
+    return stack.enter_context(StagedOutput(destination, source=source))
 
 
 def _file_size(path: pathlib.Path, data_name: str | None) -> int:

@@ -39,7 +39,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis import analyze
 from onnxprune.calibrated import open_calibration
-from onnxprune.compress import CompressResult, compress, default_output
+from onnxprune.compress import CompressResult, _file_size, compress, default_output
 from onnxprune.data import DataSource, ImageOptions, open_data, synthetic_source
 from onnxprune.errors import UnsupportedModelError, VerificationError
 from onnxprune.graph import load_model
@@ -150,10 +150,7 @@ def _commit(final: pathlib.Path, destination: pathlib.Path, source, write: bool,
     if not write:
         return None, final.stat().st_size
     with StagedOutput(destination, source=source) as staged:
-        path = staged.write(ir.load(final))
-        size = path.stat().st_size
-        if staged.data_name:
-            size += (path.parent / staged.data_name).stat().st_size
+        size = _file_size(staged.write(ir.load(final)), staged.data_name)
         return staged.commit(), size
 
 

@@ -30,10 +30,12 @@ batch before training.
 
 from __future__ import annotations
 
-__all__ = ["NO_GRADIENT", "Legalized", "NodeBuilder", "legalize", "rule"]
+__all__ = ["NO_GRADIENT", "Legalized", "NodeBuilder", "legalize", "max_relative_diff",
+           "rule"]
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -246,6 +248,21 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
         logger.warning("%s is frozen for fine-tuning (%s); the weights it depends on are not "
                        "trained", label, reason)
     return Legalized(proto, rewritten, frozen, frozen_params)
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return math.inf
+    scale = max(float(np.abs(b).max()) if b.size else 0.0, 1e-6)
+    return float(np.abs(a - b).max()) / scale if a.size else 0.0
+
+
+def max_relative_diff(first: list[np.ndarray], second: list[np.ndarray]) -> float:
+    """Largest max-abs difference over the float outputs, relative to ``second``'s scale
+    (inf on a shape mismatch): how legalized and exported models are compared."""
+    return max((_relative(a, b) for a, b in zip(first, second)
+                if np.issubdtype(np.asarray(b).dtype, np.floating)), default=0.0)
 
 
 def _remove_dead(graph: onnx.GraphProto) -> None:

@@ -51,12 +51,8 @@ def import_training() -> tuple[Any, Any]:
     bare package module with the real ``__path__`` first lets the torch-free
     submodules load. Raises :class:`RuntimeMissingError` when they are absent.
     """
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise RuntimeMissingError(MISSING) from exc
-    folder = pathlib.Path(onnxruntime.__file__).parent / "training"
-    if not (folder / "artifacts.py").is_file():
+    folder = _training_folder()
+    if folder is None:
         raise RuntimeMissingError(MISSING)
     if "onnxruntime.training" not in sys.modules:
         package = types.ModuleType("onnxruntime.training")
@@ -73,13 +69,20 @@ def import_training() -> tuple[Any, Any]:
 def training_available() -> bool:
     """Whether the ONNX Runtime training build is installed (checked without importing
     ``onnxruntime.training``)."""
+    return _training_folder() is not None
+
+
+def _training_folder() -> pathlib.Path | None:
+    """``onnxruntime/training`` when it holds the training API, found without importing
+    ``onnxruntime`` or its ``training`` package."""
     try:
         spec = importlib.util.find_spec("onnxruntime")
     except (ImportError, ValueError):
-        return False
+        return None
     if spec is None or not spec.origin:
-        return False
-    return (pathlib.Path(spec.origin).parent / "training" / "artifacts.py").is_file()
+        return None
+    folder = pathlib.Path(spec.origin).parent / "training"
+    return folder if (folder / "artifacts.py").is_file() else None
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

@@ -372,9 +372,8 @@ def _finish(model: str, loaded: Any, original: onnx.ModelProto, options: Any,
             notes: list[str], budget: dict | None) -> Any:
     """Rule 6: verify and write the final model, build the result and its report."""
     from onnxprune.analysis import analyze
-    from onnxprune.compress import CompressResult, _file_size, write_reports
+    from onnxprune.compress import CompressResult, _file_size, staged_output, write_reports
     from onnxprune.graph import load_model
-    from onnxprune.graph.io import StagedOutput
     from onnxprune.reporting import layer_rows
     from onnxprune.rewrite.verify import verify
 
@@ -389,10 +388,7 @@ def _finish(model: str, loaded: Any, original: onnx.ModelProto, options: Any,
         source = row["sources"][0].rsplit(" (", 1)[0] if row["sources"] else None
         groups.append(dict(row, kept=widths.get(source, row.get("kept", row["channels"]))))
     with contextlib.ExitStack() as stack:
-        if not write:
-            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="onnxprune-"))
-            destination = pathlib.Path(scratch) / destination.name
-        staged = stack.enter_context(StagedOutput(destination, source=model))
+        staged = staged_output(stack, destination, model, write)
         staged_path = staged.write(final.model, loaded.external_data or None)
         check = verify(original, str(staged_path), None, seed=options.seed,
                        original_path=str(loaded.path) if loaded.path else None).to_dict()

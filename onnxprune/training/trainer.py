@@ -46,7 +46,7 @@ from onnxprune.errors import DataError, UnsupportedModelError, UsageError, Verif
 from onnxprune.graph import runtime
 from onnxprune.training.batches import shuffled_batches, steps_per_epoch
 from onnxprune.training.batchnorm import batchnorm_stats, recalibrate, statistics_mismatch
-from onnxprune.training.legalize import legalize
+from onnxprune.training.legalize import legalize, max_relative_diff
 from onnxprune.training.losses import append_loss, plan_loss
 from onnxprune.training.ort import (
     build_artifacts,
@@ -133,19 +133,6 @@ def lr_at(step: int, total: int, settings: Settings) -> float:
 Report = Callable[[str, Any], None]
 
 
-def _relative(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return math.inf
-    scale = max(float(np.abs(b).max()) if b.size else 0.0, 1e-6)
-    return float(np.abs(a - b).max()) / scale if a.size else 0.0
-
-
-def _max_diff(first: list[np.ndarray], second: list[np.ndarray]) -> float:
-    return max((_relative(a, b) for a, b in zip(first, second)
-                if np.issubdtype(np.asarray(b).dtype, np.floating)), default=0.0)
-
-
 def _ort_message(exc: Exception) -> str:
     """ORT's error without the C++ source location and signature."""
     text = " ".join(str(exc).split())
@@ -216,7 +203,7 @@ class _Setup:
         extra: dict[str, str] = {}
         for attempt in range(MAX_RETRIES + 1):
             legal = legalize(self.model, self.batch, self.first, extra, bn=self.bn_mode)
-            diff = _max_diff(runtime.make_session(legal.model, optimize=False).run(
+            diff = max_relative_diff(runtime.make_session(legal.model, optimize=False).run(
                 None, self.first), outputs)
             if diff > 1e-4:
                 raise UnsupportedModelError(
@@ -362,7 +349,7 @@ def run_job(job: Job, report: Report) -> dict:
         exported = with_weights(setup.model, arrays)
         reference = runtime.make_session(legal, optimize=False).run(None, setup.first)
         outputs = runtime.make_session(exported).run(None, setup.first)
-        export_diff = _max_diff(outputs, reference)
+        export_diff = max_relative_diff(outputs, reference)
         if export_diff > 1e-4:
             raise VerificationError(
                 f"the fine-tuned model differs from its training form by {export_diff:.1e}; "
