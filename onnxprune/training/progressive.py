@@ -185,9 +185,7 @@ class _Run:
         final = (self.work.ended or {}).get("final")
         if final and final.get("kept"):
             return self.work.model_path("final")
-        if not self.rows:
-            return pathlib.Path(self.model)
-        return self.work.model_path(self.rows[-1]["step"])
+        return self._current()
 
     def _schedule(self) -> None:
         options = self.options
