@@ -49,7 +49,13 @@ from onnxprune.options import CompressOptions
 from onnxprune.planning import CostModel
 from onnxprune.reporting.report import report_path, write_report
 from onnxprune.rewrite.verify import verify
-from onnxprune.sparsity.evaluate import compare_models, fidelity, gzip_size, model_outputs
+from onnxprune.sparsity.evaluate import (
+    compare_models,
+    fidelity,
+    gzip_size,
+    heads_for,
+    model_outputs,
+)
 from onnxprune.sparsity.finetune import FinetuneSettings, reapply_masks
 from onnxprune.sparsity.options import parse_nm
 from onnxprune.sparsity.progressive import SparseSettings, layer_rows, sparsify
@@ -187,8 +193,9 @@ def _step_evaluator(inputs: _Inputs, options: CompressOptions):
     reference, labels = model_outputs(inputs.original, inputs.evaluation, options.batch_size)
 
     def evaluate(proto: onnx.ModelProto) -> dict:
-        output, _ = model_outputs(proto, inputs.evaluation, options.batch_size)
-        return fidelity(output, reference, labels)
+        heads = heads_for(inputs.original, proto)
+        output, _ = model_outputs(proto, inputs.evaluation, options.batch_size, heads)
+        return fidelity(output, reference, labels, heads)
 
     return evaluate
 
