@@ -31,7 +31,7 @@ class CompressOptions(pydantic.BaseModel):
     target: float | None = pydantic.Field(None, gt=0.0, lt=1.0)  # required unless mode n:m
     metric: Literal["params", "flops"] = "params"
     criterion: Literal["auto", "l1", "l2", "bn_scale", "fpgm", "random",
-                       "activation", "apoz", "taylor"] = "auto"
+                       "activation", "apoz", "taylor", "variation"] = "auto"
     scope: Literal["global", "uniform"] = "global"
     round_to: int = pydantic.Field(1, ge=1)
     min_keep: float = pydantic.Field(0.1, ge=0.0)
@@ -74,6 +74,7 @@ class CompressOptions(pydantic.BaseModel):
     max_drop: float | None = pydantic.Field(None, ge=0.0)
     work_dir: str | None = None  # progressive runs: default <output>.steps
     resume: bool = False
+    accept_drop: bool = False  # write the result even when its held-out metric drops > budget
 
     @pydantic.model_validator(mode="after")
     def _check_mode(self) -> CompressOptions:
