@@ -202,7 +202,8 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
 
         try:
             return compress_progressive(model, options, output=output, write=write,
-                                        report=report, progress=progress, notes=extra_notes)
+                                        report=report, progress=progress, notes=extra_notes,
+                                        auto_steps=steps_note is not None)
         except OnnxPruneError as exc:
             if steps_note:
                 exc.args = (f"{exc} (progressive pruning with fine-tuning is the default "

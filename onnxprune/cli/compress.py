@@ -46,7 +46,7 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.option("--criterion", type=click.Choice(["auto", "l1", "l2", "bn_scale", "fpgm", "random",
                                                "activation", "apoz", "taylor", "variation"]),
               default="auto", show_default=True,
-              help="auto: taylor with --data, variation (on synthetic inputs) without.")
+              help="auto: taylor with --data, l1 without.")
 @click.option("--scope", type=click.Choice(["global", "uniform"]), default="global",
               show_default=True)
 @click.option("--round-to", type=int, default=1, show_default=True,

@@ -186,6 +186,12 @@ class CompressReport(_Open):
     evaluation: dict[str, Any] | None = Field(
         None, description="original/pruned/pruned+int8: size, gzip size, accuracy, "
                           "agreement, latency (onnxprune.sparsity.evaluate)")
+    accuracy: dict[str, Any] | None = Field(
+        None, description="task metric of original and result side by side, or "
+                          "measured=false with how to measure it "
+                          "(onnxprune.calibration.accuracy)")
+    flow: dict[str, Any] | None = Field(
+        None, description="progressive or one-shot, and why (onnxprune.training.outcome)")
 
 
 def _validate(model: type[BaseModel], document: dict, what: str) -> BaseModel:

@@ -48,7 +48,7 @@ def _conv(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def bn_folded_cnn(seed: int = 0) -> onnx.ModelProto:
-    """x[N,3,8,8] -> 2 BN-folded conv+relu (16 channels, 5 weak ones each) -> GAP -> fc -> Softmax."""
+    """x[N,3,8,8] -> 2 BN-folded conv+relu (16 channels, 5 weak each) -> GAP -> fc -> Softmax."""
     b = GraphBuilder(seed=seed)
     x = b.input(["N", 3, 8, 8], name="images")
     sample = b.rng.standard_normal((64, 3, 8, 8))
@@ -79,7 +79,7 @@ def test_data_free_default_keeps_agreement_where_plain_l1_collapses(tmp_path):
     plain = compress(path, 0.3, criterion="l1", recover="none", output=tmp_path / "l1.onnx",
                      report=False)
     default = compress(path, 0.3, output=tmp_path / "default.onnx", report=False)
-    assert default.calibration["criterion"] == "variation"
+    assert default.calibration["criterion"] == "l1"
     assert default.calibration["recover"] == "bias" and default.calibration["data_free"]
     data = held_out(original)
     l1 = fidelity(onnx.load(plain.output), original, data)["agreement"]
