@@ -127,9 +127,9 @@ def test_held_out_split_is_neither_trained_on_nor_scored(tmp_path, monkeypatch):
     compress_module = importlib.import_module("onnxprune.compress")
     real_open = compress_module.open_calibration
 
-    def spy_open(options, model, data=None):
+    def spy_open(options, model, data=None, evaluation=None):
         scored["data"] = data
-        return real_open(options, model, data)
+        return real_open(options, model, data, evaluation)
 
     monkeypatch.setattr(compress_module, "open_calibration", spy_open)
     result = compress(DIGITS, 0.3, output=tmp_path / "h.onnx", steps=1, train_steps=3,
