@@ -243,7 +243,7 @@ def _print_budget(budget: dict | None) -> None:
 
 def _print_steps(steps: list[dict]) -> None:
     keys = [k for k in ("step", "target", "achieved", "params", "accuracy_pruned", "accuracy",
-                        "kl_pruned", "kl", "cosine_pruned", "cosine", "loss")
+                        "kl_pruned", "kl", "cosine_pruned", "cosine", "metric", "loss")
             if any(k in s for s in steps)]
     table = Table(title="progressive steps (fidelity to the original before/after fine-tuning)")
     for key in keys:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from onnxprune.errors import DataError
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2  # 2: standardised cosine/rel_mse (calibration.fidelity)
 
 
 class _Open(BaseModel):
