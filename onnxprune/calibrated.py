@@ -195,7 +195,8 @@ class Calibration:
 
     def measure_accuracy(self, original: onnx.ModelProto, path: Any) -> dict:
         """The task metric of the original and of the model at ``path`` on the held-out
-        data (:mod:`onnxprune.calibration.accuracy`); a note either way (rule 6)."""
+        data (:mod:`onnxprune.calibration.accuracy`), or why it was not measured and how
+        to measure it (rule 6; the CLI summary prints the section's message)."""
         from onnxprune.calibration.accuracy import accuracy_section, not_measured
         from onnxprune.calibration.fidelity import fidelity
 
@@ -209,7 +210,6 @@ class Calibration:
                                        samples=self.evaluation.num_samples, held_out=True,
                                        max_drop=self.options.max_drop,
                                        accepted=self.options.accept_drop)
-        self.notes.append(section["message"])
         return section
 
     def report(self) -> dict:

@@ -64,7 +64,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxprune.errors import UnreachableTargetError, UsageError
+from onnxprune.errors import OnnxPruneError, UnreachableTargetError, UsageError
 from onnxprune.training.schedule import cubic_schedule, step_target
 from onnxprune.training.workdir import WorkDir
 
@@ -433,10 +433,15 @@ def _outcome(model: str, options: Any, original: onnx.ModelProto, data: _Data, r
     if data.held_out and progressive_value is not None:
         first, last = results[0], results[-1]
         achieved = 1.0 - _metric(last, options.metric)[1] / _metric(first, options.metric)[0]
-        one = one_shot_candidate(model, options, data.train, data.evaluation,
-                                 scratch / "one_shot.onnx", achieved)
-        found = budget_value((one.accuracy or {}).get("fidelity") or {})
-        one_value = None if found is None else (found[0], found[1])
+        try:
+            one = one_shot_candidate(model, options, data.train, data.evaluation,
+                                     scratch / "one_shot.onnx", achieved)
+        except OnnxPruneError as exc:  # no candidate: the progressive result stands
+            logger.warning("one-shot candidate failed (%s); keeping the progressive result",
+                           exc)
+        else:
+            found = budget_value((one.accuracy or {}).get("fidelity") or {})
+            one_value = None if found is None else (found[0], found[1])
     flow = choose_flow(None if progressive_value is None else progressive_value[:2], one_value)
     if flow["chosen"] == "one-shot":
         results, final_path = [one], scratch / "one_shot.onnx"
