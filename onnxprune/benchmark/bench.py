@@ -54,7 +54,7 @@ from onnxprune.errors import InvalidModelError, RuntimeMissingError, UsageError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # = reporting.schema.REPORT_SCHEMA_VERSION (one version for both schemas)
 
 
 def model_info(path: str | os.PathLike[str]) -> dict:
