@@ -60,6 +60,7 @@ def accuracy_section(metrics: dict, *, data: str, samples: int, held_out: bool,
         return not_measured("the outputs cannot be compared")
     name, value, original = found
     budget = DEFAULT_MAX_DROP if max_drop is None else max_drop
+    samples = metrics.get("samples", samples)
     drop = round(original - value, 6)
     exceeded = held_out and drop > budget
     section = {"measured": True, "metric": name, "original": round(original, 6),

@@ -23,12 +23,15 @@ read these metrics. Each graph output is compared through its head
 5. The summary keys: ``kl``/``agreement``/``accuracy``/``reference_accuracy`` of the first
    head of rule 1 (else rule 2); ``cosine``/``rel_mse`` are the **worst** over every
    output and part, so one collapsed part shows in the summary. ``outputs`` lists every
-   head with its own metrics and parts.
+   head with its own metrics and parts; ``samples`` how many samples were compared.
+6. The outputs of both models are held in memory (the channel statistics of rule 3 need
+   all of them): at most :data:`MAX_BYTES` of one model's outputs, so the first batches up
+   to that size are compared (a log line says so).
 """
 
 from __future__ import annotations
 
-__all__ = ["MAX_PARTS", "compare", "fidelity", "fidelity_heads", "outputs_on"]
+__all__ = ["MAX_BYTES", "MAX_PARTS", "compare", "fidelity", "fidelity_heads", "outputs_on"]
 
 import logging
 
@@ -42,6 +45,7 @@ from onnxprune.graph.outputs import OutputHead, output_heads, softmax_rows, with
 logger = logging.getLogger(__name__)
 
 MAX_PARTS = 8
+MAX_BYTES = 2**30
 _SPREAD_RATIO = 10.0
 
 
@@ -70,10 +74,16 @@ def outputs_on(model: onnx.ModelProto, heads: list[OutputHead], data: DataSource
     session = runtime.make_session(proto)
     names = [o.name for o in session.get_outputs()]
     chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    labels = []
+    labels, held, rows = [], 0, 0
     for batch_labels, feeds in data.labeled_batches(data.fixed_batch or batch_size):
+        if held >= MAX_BYTES:
+            logger.info("fidelity: outputs of the first %d of %d samples compared (rule 6)",
+                        rows, data.num_samples)
+            break
         for name, value in zip(names, session.run(names, feeds)):
             chunks[name].append(np.asarray(value))
+            held += chunks[name][-1].nbytes
+        rows += len(next(iter(feeds.values())))
         if batch_labels is not None:
             labels.append(np.asarray(batch_labels))
     arrays = {n: np.concatenate(v) for n, v in chunks.items() if v}
@@ -208,6 +218,8 @@ def compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
         summary["rel_mse"] = max(v[1] for v in values)
     summary = {k: round(v, 6) for k, v in summary.items()}
     summary["outputs"] = [_rounded(r) for r in rows]
+    if reference:
+        summary["samples"] = len(next(iter(reference.values())))
     return summary
 
 
