@@ -14,8 +14,12 @@ read these metrics. Each graph output is compared through its head
    ``agreement`` = fraction of gates on the same side of 0.5.
 3. Every head also gets ``cosine`` (mean over samples of 1 - cos) and ``rel_mse`` on its
    tensor **standardised per output channel**: each channel (axis 1; the last axis of
-   ``[N, K]``) minus the reference's mean and divided by the reference's spread over the
-   data, so a channel in pixels and one in [0, 1] count alike.
+   ``[N, K]``) divided by the reference's spread around zero over the data (its root mean
+   square), so a channel in pixels and one in [0, 1] count alike. Not centred: a channel
+   that barely varies over the data (a classifier's logits on inputs that look alike)
+   would have its noise amplified. Softmax/LogSoftmax logits are first centred over their
+   distribution rows (a softmax ignores a constant added to a row, and distillation
+   leaves it free), and compared per row.
 4. *Parts*: consecutive channels of one output whose reference ranges differ (values in
    [0, 1] next to unbounded ones, or spreads more than 10x apart) are parts (a detector's
    box rows and class-score rows); each part gets its own ``cosine``/``rel_mse`` (and
@@ -99,15 +103,11 @@ def _channel_first(array: np.ndarray) -> np.ndarray:
 
 
 def _stats(ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and spread of ``[N, C, rest]``; a spread is at least 1e-4 of the
-    whole tensor's. With one value per channel (one sample of ``[N, K]``) nothing can be
-    standardised: mean 0 and the tensor's RMS (plain cosine)."""
+    """Rule 3: per-channel centre (zero) and spread (root mean square) of
+    ``[N, C, rest]``; a spread is at least 1e-4 of the whole tensor's."""
     overall = float(np.sqrt(np.mean(ref ** 2))) if ref.size else 0.0
-    if ref.shape[0] * ref.shape[2] < 2:
-        return np.zeros(ref.shape[1]), np.full(ref.shape[1], max(overall, 1e-12))
-    spread = ref.std(axis=(0, 2))
-    floor = max(float(ref.std()) * 1e-4, 1e-12)
-    return ref.mean(axis=(0, 2)), np.maximum(spread, floor)
+    spread = np.sqrt(np.mean(ref ** 2, axis=(0, 2))) if ref.size else np.zeros(ref.shape[1])
+    return np.zeros(ref.shape[1]), np.maximum(spread, max(overall * 1e-4, 1e-12))
 
 
 def _similarity(out: np.ndarray, ref: np.ndarray, mean: np.ndarray,
@@ -123,9 +123,10 @@ def _similarity(out: np.ndarray, ref: np.ndarray, mean: np.ndarray,
             "rel_mse": float(np.mean((z_out - z_ref) ** 2))}
 
 
-def _parts(ref: np.ndarray, spread: np.ndarray) -> list[tuple[int, int, bool]]:
+def _parts(ref: np.ndarray) -> list[tuple[int, int, bool]]:
     """Rule 4: ``(first, end, bounded)`` channel ranges, or [] for a one-part output."""
     low, high = ref.min(axis=(0, 2)), ref.max(axis=(0, 2))
+    spread = np.maximum(ref.std(axis=(0, 2)), max(float(ref.std()) * 1e-4, 1e-12))
     bounded = (low >= 0.0) & (high <= 1.0)
     parts, start = [], 0
     for c in range(1, ref.shape[1]):
@@ -150,6 +151,11 @@ def _classes(out: np.ndarray, ref: np.ndarray, head: OutputHead,
         row["accuracy"] = float((y.argmax(1) == ids).mean())
         row["reference_accuracy"] = float((r.argmax(1) == ids).mean())
     return row
+
+
+def _centred_rows(array: np.ndarray, head: OutputHead) -> np.ndarray:
+    rows = softmax_rows(np.asarray(array, np.float64), head)
+    return (rows - rows.mean(axis=1, keepdims=True))[:, :, None]
 
 
 def _gates(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
@@ -183,10 +189,12 @@ def compare_head(head: OutputHead, out: np.ndarray, ref: np.ndarray,
     elif kind == "sigmoid":
         row.update(_gates(out, ref))
     y, r = _channel_first(out), _channel_first(ref)
+    if kind in ("softmax", "log_softmax"):  # rule 3: rows centred, compared per row
+        y, r = (_centred_rows(a, head) for a in (out, ref))
     mean, spread = _stats(r)
     row.update(_similarity(y, r, mean, spread))
     parts = []
-    for first, end, bounded in _parts(r, spread):
+    for first, end, bounded in _parts(r) if kind not in ("softmax", "log_softmax") else ():
         part = {"channels": [first, end], "range": "[0, 1]" if bounded else "unbounded",
                 **_similarity(y[:, first:end], r[:, first:end], mean[first:end],
                               spread[first:end])}
