@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 
 from onnxprune.calibration.fidelity import compare, fidelity, fidelity_heads, outputs_on
 from onnxprune.data import DataSource, model_input_specs
@@ -122,3 +123,29 @@ def test_one_sample_of_class_scores_falls_back_to_plain_cosine():
     (head,) = fidelity_heads(b.model())
     same = {head.logits: np.array([[1.0, 2.0, 3.0, 4.0]])}
     assert compare(same, same, [head], None)["cosine"] < 1e-12
+
+
+def test_sensitivity_damage_reads_the_logits_behind_a_softmax():
+    """The same network with and without a final Softmax: equal damage (KL on logits)."""
+    from onnx import helper
+
+    from onnxprune.analysis import analyze
+    from onnxprune.calibration.sensitivity import measure_sensitivity
+    from onnxprune.importance import score_units
+    from tests.calibration.models import ir_model, mlp, random_data
+
+    plain = mlp()
+    wrapped = onnx.ModelProto()
+    wrapped.CopyFrom(plain)
+    logits = wrapped.graph.output[0].name
+    wrapped.graph.node.append(helper.make_node("Softmax", [logits], ["probs"], axis=-1))
+    wrapped.graph.output[0].name = "probs"
+    damages = []
+    for proto in (plain, wrapped):
+        model = ir_model(proto)
+        analysis = analyze(model)
+        result = measure_sensitivity(proto, analysis, score_units(analysis, "l1"),
+                                     random_data(model), [0.5])
+        assert result.damage_metric == "kl"
+        damages.append([p["kl"] for g in result.groups for p in g.points])
+    assert damages[0] == pytest.approx(damages[1], rel=1e-5) and max(damages[0]) > 0.01
