@@ -65,7 +65,7 @@ def make_sensitivity_plan(analysis: Analysis, scores: np.ndarray, options: PlanO
         raise UnreachableTargetError(
             f"target {options.target:.3f} of {options.metric} is unreachable: at most "
             f"{maximum:.3f} can be removed with min_keep={options.min_keep}, "
-            f"round_to={options.round_to} (lower --min-keep/--round-to or the target)",
+            f"{options.describe_round_to()} (lower --min-keep/--round-to or the target)",
             maximum)
     position = [0] * len(levels)
     counts = [0] * len(levels)
