@@ -16,7 +16,8 @@ Rules:
    rules and its sources: "<scope> attention: 4 heads of 64" (a head split whose
    heads meet in an activation MatMul), "<scope> LSTM: 128 hidden units",
    "hidden width (residual stream): 768 channels" (embedding sources, or channels
-   normalised over the hidden axis with ``prune_hidden``),
+   normalised over the hidden axis with ``prune_hidden``), "<scope> embedding: 64
+   features" (an embedding that feeds no residual stream),
    "<scope> MLP: 3072 neurons" (prunable linear sources: hidden neurons between two
    linear layers), "<scope> linear: N features" (blocked ones), else
    "<scope>: N channels".
@@ -171,6 +172,8 @@ def _describe(analysis: Analysis) -> None:
                                      f"{notes['heads']}")
         elif recurrent := [k for k in ("LSTM", "GRU", "RNN") if k in notes]:
             group.description = f"{scope} {recurrent[0]}: {n} hidden units"
+        elif all(s.kind == "embedding table" for s in group.sources):
+            group.description = f"{scope} embedding: {n} features"
         elif "hidden" in notes or any(s.kind == "embedding" for s in group.sources):
             group.description = f"hidden width (residual stream): {n} channels"
         elif all(s.kind in _LINEAR_KINDS for s in group.sources) and group.prunable:

@@ -20,7 +20,7 @@ Cases:
    an Expand target may be a Concat of run-time and constant pieces, as in the
    ``repeat_kv`` of grouped-query attention).
 6. Gather on another axis passes the layout through (moved by the indices' rank);
-   on the channel axis it blocks.
+   on the channel axis it blocks; an embedding lookup is a source (``GatherRule``).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from onnxprune.analysis.rules.reshape_math import (
     merged_ids,
     split_map,
 )
+from onnxprune.analysis.rules.residual import feeds_residual_stream
 from onnxprune.analysis.rules.shape_probe import probe_bounds
 
 
@@ -663,9 +664,11 @@ class TileRule(OpRule):
 @register("Gather")
 class GatherRule(OpRule):
     """Gather on another axis passes the layout (moved by the indices' rank); on the
-    channel axis it blocks. With ``prune_hidden``, a lookup in a 2-D initializer
-    table on axis 0 (an embedding) is a source: its output features are the table's
-    columns."""
+    channel axis it blocks. A lookup in a 2-D initializer table on axis 0 (an
+    embedding) is a source, its output features being the table's columns, when it
+    feeds no residual stream (``residual.feeds_residual_stream``: Embedding -> LSTM,
+    GRU or Conv1d); one that does is the hidden width, a source only with
+    ``prune_hidden``."""
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
@@ -687,10 +690,14 @@ class GatherRule(OpRule):
     def _embedding(node: ir.Node, ctx: AnalysisContext) -> None:
         table = node.inputs[0]
         out_rank = ctx.rank(node.outputs[0])
-        if not ctx.prune_hidden or not ctx.is_param(table) or out_rank is None:
+        if not ctx.is_param(table) or out_rank is None:
             return
         if len(table.const_value.shape) != 2 or attr_int(node, "axis", 0) != 0:
             return
+        residual = feeds_residual_stream(node.outputs[0])
+        if residual and not ctx.prune_hidden:
+            return
         width = int(table.const_value.shape[1])
-        ids = ctx.new_source(node, node.outputs[0], out_rank - 1, width, "embedding")
+        kind = "embedding" if residual else "embedding table"
+        ids = ctx.new_source(node, node.outputs[0], out_rank - 1, width, kind)
         ctx.couple(node, 0, 1, ids, role="out")
