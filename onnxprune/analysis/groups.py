@@ -76,6 +76,9 @@ class Analysis:
     unit_group: np.ndarray
     unit_local: np.ndarray
     groups: list[Group]
+    # the same model analyzed with prune_hidden (transformer-like models only): what
+    # --prune-hidden would make prunable (hints, unreachable-target alternatives)
+    hidden: Analysis | None = None
 
     @property
     def num_units(self) -> int:
@@ -100,6 +103,8 @@ class Analysis:
             if hits:
                 group.blocked[:] = True
                 group.reasons.append(f"ignored by --ignore {hits[0]}")
+        if self.hidden is not None:
+            self.hidden.ignore(patterns)
 
 
 def _components(n: int, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
