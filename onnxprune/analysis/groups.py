@@ -18,11 +18,13 @@ Rules:
    "hidden width (residual stream): 768 channels" (embedding sources, or channels
    normalised over the hidden axis with ``prune_hidden``), "<scope> embedding: 64
    features" (an embedding that feeds no residual stream),
-   "<scope> MLP: 3072 neurons" (prunable linear sources: hidden neurons between two
-   linear layers), "<scope> linear: N features" (blocked ones), else
+   "<scope>: 58 channels in each of 2 shuffled groups" (a channel shuffle: a unit is
+   one channel of every group), "<scope> MLP: 3072 neurons" (prunable linear sources:
+   hidden neurons between two linear layers), "<scope> linear: N features" (blocked ones), else
    "<scope>: N channels".
    ``unit_size`` is the number of channels in one unit of one source tensor
-   (the head width for heads, else 1); ``round_to`` and ``min_keep`` count units.
+   (the head width for heads, the group count of a shuffle, else 1); ``round_to`` and
+   ``min_keep`` count units.
 """
 
 from __future__ import annotations
@@ -175,6 +177,10 @@ def _describe(analysis: Analysis) -> None:
                 group.description = (f"{scope} {what}: {n} key/value heads, each shared by "
                                      f"{notes['most_heads'] // n} query heads of "
                                      f"{notes['heads']}")
+        elif "shuffle" in notes:
+            group.unit_size = notes["shuffle"]
+            group.description = (f"{scope}: {n} channels in each of {notes['shuffle']} "
+                                 "shuffled groups")
         elif recurrent := [k for k in ("LSTM", "GRU", "RNN") if k in notes]:
             group.description = f"{scope} {recurrent[0]}: {n} hidden units"
         elif all(s.kind == "embedding table" for s in group.sources):

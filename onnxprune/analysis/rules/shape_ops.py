@@ -237,6 +237,10 @@ class ReshapeRule(OpRule):
     4. ``patch`` rewrites the constant target entry of the layout axis (channel,
        ``H*D`` or head count) to the kept count; ``-1`` and run-time entries adapt
        by themselves.
+    5. A split ``(g, C/g)`` whose two axes a Transpose swaps before Reshapes read it
+       (ShuffleNet's channel shuffle): channel ``j`` of every group is one unit
+       (equal loss per group, same indices), the layout sits on the within-group
+       axis, and the merge back to ``C`` repeats each unit ``g`` times.
     """
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
@@ -276,6 +280,9 @@ class ReshapeRule(OpRule):
 
     @staticmethod
     def _split(node, ctx, layout, split: SplitMap) -> None:
+        if _shuffles(node, split.out_axis):
+            _shuffle_split(node, ctx, layout, split)
+            return
         width_entry = locate_shape_entry(node.inputs[1], split.out_axis + 1)
         if isinstance(width_entry, str):
             ctx.block(layout.ids, f"{describe(node)} splits channels into {split.heads} "
@@ -292,6 +299,42 @@ class ReshapeRule(OpRule):
         if layout is None or not ctx.changed(node.outputs[0]):
             return
         patch_shape_entry(ctx, node, 1, layout.axis, ctx.kept_count(node.outputs[0]))
+
+
+def _shuffles(node: ir.Node, axis: int) -> bool:
+    """The split ``(g, C/g)`` at ``axis`` is read only by a Transpose that swaps the two
+    axes (and nothing else), itself read only by Reshapes (and Shapes computing their
+    targets): a channel shuffle."""
+    users = node.outputs[0].uses()
+    if len(users) != 1 or users[0].node.op_type != "Transpose" or node.outputs[0].is_graph_output():
+        return False
+    transpose = users[0].node
+    perm = attr_ints(transpose, "perm")
+    if perm is None:
+        return False
+    swapped = list(range(len(perm)))
+    swapped[axis], swapped[axis + 1] = axis + 1, axis
+    readers = transpose.outputs[0].uses()
+    merges = [u for u in readers if u.node.op_type == "Reshape" and u.idx == 0]
+    return list(perm) == swapped and bool(merges) and all(
+        u in merges or u.node.op_type == "Shape" for u in readers)
+
+
+def _shuffle_split(node: ir.Node, ctx: AnalysisContext, layout, split: SplitMap) -> None:
+    """Channel shuffle ``Reshape(N, g, C/g, ...) -> Transpose -> Reshape(N, C, ...)``:
+    channel ``j`` of every group is one unit (each group loses the same channels, so
+    the kept channels keep their order through the transpose); the layout moves to the
+    within-group axis, whose target entry is patched."""
+    where = locate_shape_entry(node.inputs[1], split.out_axis + 1)
+    if isinstance(where, str) and where != "dynamic":
+        ctx.block(layout.ids, f"{describe(node)}: channel shuffle target shape {where}")
+        return
+    ids = layout.ids.reshape(split.heads, split.width)
+    for g in range(1, split.heads):
+        ctx.union(ids[0], ids[g], f"{describe(node)} shuffles channels across "
+                                  f"{split.heads} groups")
+    ctx.note_units(ids[0], "shuffle", split.heads)
+    ctx.set_layout(node.outputs[0], split.out_axis + 1, ids[0])
 
 
 def _with_target(node: ir.Node, ctx: AnalysisContext, in_shape: tuple[int | None, ...],
