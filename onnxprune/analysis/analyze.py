@@ -14,7 +14,9 @@ Rules:
    hidden axis (LayerNormalization, ReduceMean) compute over the kept channels.
    Without it, a transformer-like model (LayerNormalization, or a Gather from a 2-D
    initializer) is also analyzed with it, and every group that is blocked now but
-   prunable then gets a first reason saying so (:data:`HIDDEN_HINT`).
+   prunable then gets a first reason saying so (:data:`HIDDEN_HINT`); that analysis is
+   kept as ``Analysis.hidden`` (the planner names ``--prune-hidden`` when it would
+   reach an unreachable target).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def analyze(model: ir.Model, *, shapes_done: bool = False,
         ctx.block_layout(out, f"reaches graph output '{out.name}'")
     analysis = build_groups(ctx)
     if not prune_hidden and _transformer_like(model):
-        _hint_hidden(analysis, analyze(model, shapes_done=True, prune_hidden=True))
+        analysis.hidden = analyze(model, shapes_done=True, prune_hidden=True)
+        _hint_hidden(analysis, analysis.hidden)
     return analysis
 
 

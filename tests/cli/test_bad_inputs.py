@@ -129,7 +129,7 @@ def snapshot(folder: pathlib.Path) -> dict[str, str]:
 @pytest.mark.parametrize("case,code,message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_row(tmp_path, case, code, message):
     path, extra = make_input(case, tmp_path)
-    args = ["compress", str(path), "--target", "0.5", *extra]
+    args = ["compress", str(path), "--target", "0.5", "--round-to", "1", *extra]
     before = snapshot(tmp_path)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == code, result.output
@@ -148,7 +148,7 @@ def test_disk_full_during_write(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ir, "save", full)
-    result = CliRunner().invoke(main, ["compress", str(path), "-t", "0.5"])
+    result = CliRunner().invoke(main, ["compress", str(path), "-t", "0.5", "--round-to", "1"])
     assert result.exit_code == ExitCode.OUTPUT
     assert "disk full" in result.stderr
     assert snapshot(tmp_path) == before
@@ -168,7 +168,7 @@ def test_ctrl_c_at_any_phase_leaves_nothing(tmp_path, monkeypatch, phase):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sys.modules["onnxprune.compress"], phase, interrupt)
-    result = CliRunner().invoke(main, ["compress", str(path), "-t", "0.5"])
+    result = CliRunner().invoke(main, ["compress", str(path), "-t", "0.5", "--round-to", "1"])
     assert result.exit_code == ExitCode.INTERRUPTED
     assert "interrupted" in result.stderr
     after = snapshot(tmp_path)
