@@ -15,7 +15,8 @@ from onnxprune.data import DataSource, model_input_specs
 from onnxprune.graph.io import model_from_proto
 from tests.builders import GraphBuilder
 
-WIDTH = 16
+WIDTH = 32
+WEAK = 10
 
 
 def _fold(b: GraphBuilder, x: str, c_in: int, c_out: int, inputs: np.ndarray, name: str,
@@ -48,15 +49,15 @@ def _conv(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def bn_folded_cnn(seed: int = 0) -> onnx.ModelProto:
-    """x[N,3,8,8] -> 2 BN-folded conv+relu (16 channels, 5 weak each) -> GAP -> fc -> Softmax."""
+    """x[N,3,8,8] -> 2 BN-folded conv+relu (32 channels, 10 weak each) -> GAP -> fc -> Softmax."""
     b = GraphBuilder(seed=seed)
     x = b.input(["N", 3, 8, 8], name="images")
     sample = b.rng.standard_normal((64, 3, 8, 8))
     weak = np.zeros(WIDTH, bool)
-    weak[b.rng.choice(WIDTH, 5, replace=False)] = True
+    weak[b.rng.choice(WIDTH, WEAK, replace=False)] = True
     h, act = _fold(b, x, 3, WIDTH, sample, "conv1", weak)
     weak2 = np.zeros(WIDTH, bool)
-    weak2[b.rng.choice(WIDTH, 5, replace=False)] = True
+    weak2[b.rng.choice(WIDTH, WEAK, replace=False)] = True
     h, _ = _fold(b, h, WIDTH, WIDTH, act, "conv2", weak2)
     h = b.op("Flatten", [b.op("GlobalAveragePool", [h])])
     logits = b.op("Gemm", [h, b.weight(10, WIDTH, scale=1.0), b.weight(10)], name="fc", transB=1)
