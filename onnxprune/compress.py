@@ -68,7 +68,7 @@ class CompressResult:
     steps: list[dict] | None = None
     budget: dict | None = None  # --max-drop (onnxprune.training.progressive)
     accuracy: dict | None = None  # task metric of original and result (calibration.accuracy)
-    flow: dict | None = None  # progressive or one-shot, and why (training.progressive)
+    flow: dict | None = None  # progressive or one-shot, and why (training.outcome)
     # -- end
 
     def to_dict(self) -> dict:
