@@ -43,7 +43,7 @@ def convert_opset(proto: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto, s
         converted.ir_version = max(converted.ir_version, _MIN_IR, _ir_for(converted))
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises RuntimeError/ValidationError/...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _reason(exc)
         raise UnsupportedModelError(
             f"{name}: opset {opset} is below {MIN_OPSET} and onnx.version_converter cannot "
             f"convert it to opset {MIN_OPSET}: {reason}; re-export the model at opset "
@@ -51,6 +51,12 @@ def convert_opset(proto: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto, s
     logger.info("converted %s from opset %d to %d", name, opset, MIN_OPSET)
     return converted, f"converted from opset {opset} to {MIN_OPSET} (onnx.version_converter); " \
                       f"the pruned model is written at opset {MIN_OPSET}"
+
+
+def _reason(exc: Exception) -> str:
+    """The converter's message without its C++ source location and assertion text."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.rsplit(" failed: ", 1)[-1].strip()
 
 
 def _ir_for(proto: onnx.ModelProto) -> int:
