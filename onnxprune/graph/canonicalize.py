@@ -29,7 +29,10 @@ Rules:
    dim is ever folded.
 3. Nodes none of whose outputs reach a graph output are removed, and so are
    initializers nothing reads.
-4. Graph inputs and outputs keep their names, dtypes and declared shapes (dynamic
+4. Decomposed LayerNorm chains are fused into ``LayerNormalization`` at opset >= 17
+   (:mod:`onnxprune.graph.norms`); RMSNorm chains and older opsets keep the chain,
+   which the analysis recognises as one pattern.
+5. Graph inputs and outputs keep their names, dtypes and declared shapes (dynamic
    axes included).
 
 :func:`canonicalize` returns a :class:`Canonicalization` with what it did; its
@@ -47,10 +50,13 @@ import logging
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveUnusedNodesPass
 
+from onnxprune.graph.norms import fuse_layer_norms
+
 logger = logging.getLogger(__name__)
 
 FOLD_BYTES = 64 * 2**20
 _FOLDED_FROM = "pkg.onnxscript.optimizer.folded_from"
+_FUSED_OP = {"LayerNorm": "LayerNormalization"}
 
 
 @dataclasses.dataclass
@@ -73,7 +79,7 @@ class Canonicalization:
         if self.removed:
             notes.append(f"removed {self.removed} dead nodes")
         for kind, count in sorted(self.fused.items()):
-            notes.append(f"fused {count} decomposed {kind} chain(s) into one normalization")
+            notes.append(f"fused {count} decomposed {kind} chain(s) into {_FUSED_OP[kind]}")
         return notes
 
     def to_dict(self) -> dict:
@@ -81,7 +87,7 @@ class Canonicalization:
 
 
 def canonicalize(model: ir.Model) -> Canonicalization:
-    """Apply rules 1-4 to ``model`` in place; return what changed."""
+    """Apply rules 1-5 to ``model`` in place; return what changed."""
     done = Canonicalization()
     signature = _Signature(model.graph)
     declared = _set_aside_declared_shapes(model.graph)
@@ -90,6 +96,9 @@ def canonicalize(model: ir.Model) -> Canonicalization:
     finally:
         _restore_declared_shapes(declared)
         signature.restore()
+    fused = fuse_layer_norms(model, _opset(model))
+    if fused:
+        done.fused["LayerNorm"] = fused
     done.removed = _remove_dead(model)
     _drop_folding_metadata(model.graph)
     return done
@@ -109,6 +118,11 @@ def _fold(model: ir.Model) -> collections.Counter:
             break
     after = {id(node) for node in model.graph}
     return collections.Counter(op for key, op in before.items() if key not in after)
+
+
+def _opset(model: ir.Model) -> int:
+    imports = model.opset_imports
+    return int(imports.get("", imports.get("ai.onnx", 0)))
 
 
 def _should_fold(node: ir.Node, main: ir.Graph) -> bool | None:
@@ -144,7 +158,7 @@ def _remove_dead(model: ir.Model) -> int:
 
 
 class _Signature:
-    """Rule 4: graph inputs/outputs as declared, restored after folding.
+    """Rule 5: graph inputs/outputs as declared, restored after folding.
 
     Input dims that are ``<= 0`` are replaced by symbolic dims while folding, so
     that shape folding treats them as dynamic (rule 2)."""
