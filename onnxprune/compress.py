@@ -92,6 +92,7 @@ def analyze_file(model: str | os.PathLike[str], ignore: tuple[str, ...] = (),
         "groups": group_rows(analysis, cost),
         "notes": loaded.notes,
         "version": __version__,
+        "canonicalization": loaded.facts.get("canonical"),  # onnxprune.graph.canonicalize
     }
 
 

@@ -185,3 +185,20 @@ def test_pruned_output_keeps_names_dtypes_and_dynamic_axes(tmp_path, tmp_model):
         assert after[0].type.tensor_type.shape.dim[0].dim_param == "N"
     assert any("folded" in note for note in result.notes)
     assert result.verification["max_rel_diff"] < 1e-4
+
+
+def test_analyze_reports_what_canonicalization_did(tmp_model):
+    import json
+
+    from click.testing import CliRunner
+
+    from onnxprune.cli import main
+
+    path = tmp_model(paddle_cnn())
+    result = CliRunner().invoke(main, ["analyze", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["canonicalization"] == {"folded": {"Reshape": 3}, "removed": 0, "fused": {}}
+    assert "folded 3 constant subexpressions (Reshape x3)" in report["notes"]
+    text = CliRunner().invoke(main, ["analyze", str(path)])
+    assert "note: folded 3 constant subexpressions (Reshape x3)" in text.stdout
