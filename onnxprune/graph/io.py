@@ -185,7 +185,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     proto, converted = convert_opset(proto, str(path))
     model, notes = _normalized(proto, path)
     notes = ([converted] if converted else []) + notes
-    facts: dict = {"converted": converted is not None}
+    facts: dict = {}
     try:
         done = canonicalize(model)
     except Exception as exc:  # a bug, or a graph the folder cannot evaluate: keep it as loaded

@@ -202,3 +202,15 @@ def test_analyze_reports_what_canonicalization_did(tmp_model):
     assert "folded 3 constant subexpressions (Reshape x3)" in report["notes"]
     text = CliRunner().invoke(main, ["analyze", str(path)])
     assert "note: folded 3 constant subexpressions (Reshape x3)" in text.stdout
+
+
+def test_a_failing_canonicalization_is_skipped_with_a_note(tmp_model, monkeypatch):
+    import onnxprune.graph.io as io
+
+    def broken(model):
+        raise RuntimeError("folder bug")
+
+    monkeypatch.setattr(io, "canonicalize", broken)
+    loaded = load_model(tmp_model(paddle_cnn()))
+    assert "canonicalization skipped (RuntimeError: folder bug)" in loaded.notes
+    assert [n.op_type for n in loaded.model.graph].count("Reshape") == 3  # as loaded
