@@ -108,7 +108,7 @@ def _fold(model: ir.Model) -> collections.Counter:
     """Rules 1-2: fold until nothing changes (at most three sweeps)."""
     from onnxscript.optimizer import fold_constants
 
-    before = {id(node): node.op_type for node in model.graph}
+    before = list(model.graph)  # held, so no id of a replaced node is reused
     for _ in range(3):
         result = fold_constants(model, onnx_shape_inference=True,
                                 input_size_limit=FOLD_BYTES, output_size_limit=FOLD_BYTES // 4,
@@ -117,7 +117,7 @@ def _fold(model: ir.Model) -> collections.Counter:
         if not result.modified:
             break
     after = {id(node) for node in model.graph}
-    return collections.Counter(op for key, op in before.items() if key not in after)
+    return collections.Counter(node.op_type for node in before if id(node) not in after)
 
 
 def _opset(model: ir.Model) -> int:
