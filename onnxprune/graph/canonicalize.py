@@ -21,6 +21,9 @@ Rules:
    c. its inputs (for ``ConstantOfShape``: its output) hold at most
       :data:`FOLD_BYTES`, and its output at most :data:`FOLD_BYTES` / 4 elements;
    d. it is no control-flow node and no node inside a subgraph.
+   Nodes with several outputs (``Split`` of a weight into gate blocks), which
+   onnxscript's folder leaves alone, are evaluated with ONNX's reference
+   implementation under the same conditions, each output becoming an initializer.
 2. Static shape computations (``Shape``, ``Size`` of a tensor whose shape is
    proved static) fold too. The proof comes from node-by-node shape inference
    from the graph inputs only: shapes the file declares for intermediate values are
@@ -114,7 +117,8 @@ def _fold(model: ir.Model) -> collections.Counter:
                                 input_size_limit=FOLD_BYTES, output_size_limit=FOLD_BYTES // 4,
                                 should_fold=lambda node: _should_fold(node, model.graph))
         LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
-        if not result.modified:
+        split = _fold_multi_output(model)
+        if not (result.modified or split):
             break
     after = {id(node) for node in model.graph}
     return collections.Counter(node.op_type for node in before if id(node) not in after)
@@ -136,6 +140,43 @@ def _should_fold(node: ir.Node, main: ir.Graph) -> bool | None:
         return _constant_of_shape_bytes(node) <= FOLD_BYTES
     nbytes = sum(v.const_value.nbytes for v in inputs if v.const_value is not None)
     return nbytes <= FOLD_BYTES
+
+
+def _fold_multi_output(model: ir.Model) -> int:
+    """Rule 1, nodes with several outputs: evaluate and replace by initializers."""
+    graph, count = model.graph, 0
+    for node in list(graph):
+        if len(node.outputs) < 2 or node.domain not in ("", "ai.onnx") \
+                or any(v is not None and v.const_value is None for v in node.inputs) \
+                or not _should_fold(node, graph):
+            continue
+        arrays = _evaluate(node, _opset(model))
+        if arrays is None or len(arrays) != len(node.outputs):
+            continue
+        for out, array in zip(node.outputs, arrays):
+            value = ir.Value(name=out.name, shape=ir.Shape(array.shape), type=out.type,
+                             const_value=ir.tensor(array, name=out.name))
+            out.replace_all_uses_with(value)
+            out.name = None
+            graph.register_initializer(value)
+        graph.remove(node, safe=True)
+        count += 1
+    return count
+
+
+def _evaluate(node: ir.Node, opset: int) -> tuple | None:
+    import onnx.reference.ops
+
+    try:
+        kernel = onnx.reference.ops.load_op("", node.op_type, opset)
+        attrs = {name: ir.serde.serialize_tensor(a.value) if a.type == ir.AttributeType.TENSOR
+                 else a.value for name, a in node.attributes.items()}
+        arrays = [None if v is None else v.const_value.numpy() for v in node.inputs]
+        result = kernel.eval(*arrays, **attrs)
+    except Exception as exc:  # no reference kernel, or it rejects the inputs
+        logger.debug("not folding %s: %s", node.name, exc)
+        return None
+    return tuple(result) if isinstance(result, (tuple, list)) else None
 
 
 def _constant_of_shape_bytes(node: ir.Node) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune import compress
@@ -76,23 +77,27 @@ def test_paddle_squeeze_excite_by_reshape_becomes_prunable(tmp_model):
     assert checked.plan.achieved > 0.3
 
 
-def reordered(b: GraphBuilder, weight: str, hidden: int, axis: int = 0) -> str:
-    """torch's gate order (i, f, g, o) -> ONNX's (i, o, f, c) by Slice + Concat, as dynamo."""
+def reordered(b: GraphBuilder, weight: str, hidden: int, split: bool = False) -> str:
+    """torch's gate order (i, f, g, o) -> ONNX's (i, o, f, c) by Slice (or one Split) and
+    Concat, as the dynamo exporter writes it."""
+    if split:
+        gates = b.op("Split", [weight, b.ints([hidden] * 4)], n_out=4, axis=0)
+        return b.op("Concat", [gates[i] for i in (0, 3, 1, 2)], axis=0)
     parts = []
     for gate in (0, 3, 1, 2):
         parts.append(b.op("Slice", [weight, b.ints([gate * hidden]),
-                                    b.ints([(gate + 1) * hidden]), b.ints([axis])]))
-    return b.op("Concat", parts, axis=axis)
+                                    b.ints([(gate + 1) * hidden]), b.ints([0])]))
+    return b.op("Concat", parts, axis=0)
 
 
-def dynamo_lstm(hidden: int = 12, features: int = 6) -> onnx.ModelProto:
+def dynamo_lstm(hidden: int = 12, features: int = 6, split: bool = False) -> onnx.ModelProto:
     b = GraphBuilder(opset=18)
     x = b.input(["T", "N", features])
     axes = b.ints([0])
-    w = b.op("Unsqueeze", [reordered(b, b.weight(4 * hidden, features), hidden), axes])
-    r = b.op("Unsqueeze", [reordered(b, b.weight(4 * hidden, hidden), hidden), axes])
-    bias = b.op("Concat", [reordered(b, b.weight(4 * hidden), hidden),
-                           reordered(b, b.weight(4 * hidden), hidden)], axis=0)
+    w = b.op("Unsqueeze", [reordered(b, b.weight(4 * hidden, features), hidden, split), axes])
+    r = b.op("Unsqueeze", [reordered(b, b.weight(4 * hidden, hidden), hidden, split), axes])
+    bias = b.op("Concat", [reordered(b, b.weight(4 * hidden), hidden, split),
+                           reordered(b, b.weight(4 * hidden), hidden, split)], axis=0)
     bias = b.op("Unsqueeze", [bias, axes])
     _, y_h, _ = b.op("LSTM", [x, w, r, bias], n_out=3, hidden_size=hidden)
     h = b.op("Squeeze", [y_h, axes])
@@ -100,12 +105,14 @@ def dynamo_lstm(hidden: int = 12, features: int = 6) -> onnx.ModelProto:
     return b.model()
 
 
-def test_dynamo_lstm_with_reordered_gates_becomes_prunable(tmp_model):
-    proto = dynamo_lstm()
+@pytest.mark.parametrize("split", [False, True], ids=["slices", "split"])
+def test_dynamo_lstm_with_reordered_gates_becomes_prunable(tmp_model, split):
+    proto = dynamo_lstm(split=split)
     assert not any(g.prunable for g in raw_analysis(proto).groups)
     path = tmp_model(proto)
     loaded = load_model(path)
-    assert {"Slice", "Concat", "Unsqueeze"}.isdisjoint(n.op_type for n in loaded.model.graph)
+    assert {"Slice", "Split", "Concat", "Unsqueeze"}.isdisjoint(
+        n.op_type for n in loaded.model.graph)
     checked = prune_and_check(path, 0.4, dims=({"T": 5},))
     lstm = [g for g in checked.analysis.groups if g.prunable and "LSTM" in g.description]
     assert lstm and lstm[0].size == 12
