@@ -20,7 +20,9 @@ Rules:
       path of large models stays intact);
    c. its inputs (for ``ConstantOfShape``: its output) hold at most
       :data:`FOLD_BYTES`, and its output at most :data:`FOLD_BYTES` / 4 elements;
-   d. it is no control-flow node and no node inside a subgraph.
+   d. it is no control-flow node and no node inside a subgraph;
+   e. it is no (De)QuantizeLinear: ``DequantizeLinear(int8 weight)`` is how a QDQ
+      model stores its weights, and folding it would turn them back into floats.
    Nodes with several outputs (``Split`` of a weight into gate blocks), which
    onnxscript's folder leaves alone, are evaluated with ONNX's reference
    implementation under the same conditions, each output becoming an initializer.
@@ -60,6 +62,7 @@ logger = logging.getLogger(__name__)
 FOLD_BYTES = 64 * 2**20
 _FOLDED_FROM = "pkg.onnxscript.optimizer.folded_from"
 _FUSED_OP = {"LayerNorm": "LayerNormalization"}
+_KEEP = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})  # rule 1e
 
 
 @dataclasses.dataclass
@@ -134,7 +137,7 @@ def _should_fold(node: ir.Node, main: ir.Graph) -> bool | None:
     if node.graph is not main or any(out.is_graph_output() for out in node.outputs):
         return False
     inputs = [v for v in node.inputs if v is not None]
-    if any(isinstance(v.const_value, ir.ExternalTensor) for v in inputs):
+    if node.op_type in _KEEP or any(isinstance(v.const_value, ir.ExternalTensor) for v in inputs):
         return False
     if node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx"):
         return _constant_of_shape_bytes(node) <= FOLD_BYTES

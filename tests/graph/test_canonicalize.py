@@ -221,3 +221,13 @@ def test_a_failing_canonicalization_is_skipped_with_a_note(tmp_model, monkeypatc
     loaded = load_model(tmp_model(paddle_cnn()))
     assert "canonicalization skipped (RuntimeError: folder bug)" in loaded.notes
     assert [n.op_type for n in loaded.model.graph].count("Reshape") == 3  # as loaded
+
+
+def test_dequantized_constant_weights_stay_quantized(tmp_model):
+    b = GraphBuilder(opset=13)
+    x = b.input(["N", 3, 8, 8])
+    q = b.init(np.random.default_rng(0).integers(-100, 100, (8, 3, 3, 3)).astype(np.int8))
+    w = b.op("DequantizeLinear", [q, b.init(np.float32(0.01)), b.init(np.int8(0))])
+    b.output(b.op("Conv", [x, w], pads=[1] * 4))
+    loaded = load_model(tmp_model(b.model()))
+    assert [n.op_type for n in loaded.model.graph] == ["DequantizeLinear", "Conv"]
