@@ -37,7 +37,7 @@ def command(model: str, ignore: tuple[str, ...], prune_hidden: bool, as_json: bo
         table.add_row(str(row["index"]), row["description"] or row["name"], str(row["channels"]),
                       f"{100 * row['params_share']:.1f}", f"{100 * row['macs_share']:.1f}", status)
     stdout.print(table)
-    for note in report["notes"]:  # conversion, canonicalization (folded/removed/fused)
-        stdout.print(f"note: {note}")
     prunable = sum(r["prunable"] for r in report["groups"])
     stdout.print(f"{prunable} of {len(report['groups'])} groups prunable")
+    for note in report["notes"]:  # conversion, canonicalization (folded/removed/fused)
+        stdout.print(f"note: {note}", markup=False, emoji=False)
