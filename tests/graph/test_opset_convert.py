@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -28,6 +29,11 @@ def old_cnn() -> onnx.ModelProto:
     w2 = b.op("Mul", [b.weight(4, 16, 3, 3),
                       b.op("ConstantOfShape", [b.ints([4, 16, 3, 3])], value=half)])
     b.output(b.op("Conv", [h, w2], pads=[1] * 4), shape=["N", 4, 8, 8])
+    return ir3(b)
+
+
+def ir3(b: GraphBuilder) -> onnx.ModelProto:
+    """IR version 3: every initializer is also a graph input."""
     model = b.model(ir_version=3)
     for init in model.graph.initializer:
         model.graph.input.append(helper.make_tensor_value_info(
@@ -72,3 +78,21 @@ def test_conversion_failure_is_unsupported_with_the_converters_reason(tmp_model)
     with pytest.raises(UnsupportedModelError,
                        match=r"opset 6 is below 11 .* cannot convert .*spatial must have value 1"):
         load_model(tmp_model(unconvertible()))
+
+
+def test_classic_opset9_ops_convert_and_prune(tmp_model):
+    """Upsample (-> Resize), MaxPool, Dropout, Flatten + Gemm, Softmax: as old exports."""
+    b = GraphBuilder(opset=9)
+    x = b.input(["N", 3, 16, 16])
+    h = b.op("MaxPool", [b.op("Relu", [b.bn(b.conv(x, 3, 16), 16)])], kernel_shape=[2, 2],
+             strides=[2, 2])
+    scales = b.init(np.array([1, 1, 2, 2], np.float32))
+    h = b.op("Upsample", [b.op("Relu", [b.conv(h, 16, 16)]), scales], mode="nearest")
+    h = b.op("Dropout", [b.op("Relu", [b.conv(b.op("Concat", [h, b.conv(x, 3, 8)], axis=1),
+                                              24, 16)])], ratio=0.5)
+    h = b.op("Flatten", [b.op("GlobalAveragePool", [h])], axis=1)
+    b.output(b.op("Gemm", [h, b.weight(10, 16), b.weight(10)], transB=1), shape=["N", 10])
+    path = tmp_model(ir3(b))
+    assert "Resize" in {n.op_type for n in load_model(path).model.graph}
+    checked = prune_and_check(path, 0.4)
+    assert sum(g.prunable for g in checked.analysis.groups) == 4
