@@ -49,6 +49,7 @@ from __future__ import annotations
 __all__ = ["FOLD_BYTES", "Canonicalization", "canonicalize"]
 
 import collections
+import contextlib
 import dataclasses
 import logging
 
@@ -112,9 +113,16 @@ def canonicalize(model: ir.Model) -> Canonicalization:
 
 def _fold(model: ir.Model) -> collections.Counter:
     """Rules 1-2: fold until nothing changes (at most three sweeps)."""
+    before = list(model.graph)  # held, so no id of a replaced node is reused
+    with _quiet_folder():
+        _sweep(model)
+    after = {id(node) for node in model.graph}
+    return collections.Counter(node.op_type for node in before if id(node) not in after)
+
+
+def _sweep(model: ir.Model) -> None:
     from onnxscript.optimizer import fold_constants
 
-    before = list(model.graph)  # held, so no id of a replaced node is reused
     for _ in range(3):
         result = fold_constants(model, onnx_shape_inference=True,
                                 input_size_limit=FOLD_BYTES, output_size_limit=FOLD_BYTES // 4,
@@ -123,8 +131,20 @@ def _fold(model: ir.Model) -> collections.Counter:
         split = _fold_multi_output(model)
         if not (result.modified or split):
             break
-    after = {id(node) for node in model.graph}
-    return collections.Counter(node.op_type for node in before if id(node) not in after)
+
+
+@contextlib.contextmanager
+def _quiet_folder():
+    """The folder's own notices ("Skipping constant folding for op Split ...") are
+    details of how it decides, not warnings for the user: shown only at debug level."""
+    folder = logging.getLogger("onnxscript.optimizer._constant_folding")
+    level = folder.level
+    if not logger.isEnabledFor(logging.DEBUG):
+        folder.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        folder.setLevel(level)
 
 
 def _opset(model: ir.Model) -> int:

@@ -231,3 +231,11 @@ def test_dequantized_constant_weights_stay_quantized(tmp_model):
     b.output(b.op("Conv", [x, w], pads=[1] * 4))
     loaded = load_model(tmp_model(b.model()))
     assert [n.op_type for n in loaded.model.graph] == ["DequantizeLinear", "Conv"]
+
+
+def test_the_folders_own_notices_are_not_warnings(tmp_model, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        load_model(tmp_model(dynamo_lstm(split=True)))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
