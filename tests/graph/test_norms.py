@@ -33,11 +33,16 @@ def layer_norm(b: GraphBuilder, x: str, width: int, reciprocal: bool = False) ->
     return b.op("Add", [b.op("Mul", [n, b.positive(width)]), b.weight(width)])
 
 
-def rms_norm(b: GraphBuilder, x: str, width: int) -> str:
-    """Pow(2) -> ReduceMean -> Add eps -> Sqrt -> Reciprocal -> Mul -> Mul gamma."""
+def rms_norm(b: GraphBuilder, x: str, width: int, div: bool = False) -> str:
+    """Pow(2) -> ReduceMean -> Add eps -> Sqrt -> Reciprocal -> Mul (or Div) -> Mul gamma."""
     ms = mean_last(b, b.op("Pow", [x, b.init(np.float32(2.0))]))
-    inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [ms, b.init(np.float32(1e-6))])])])
-    return b.op("Mul", [b.op("Mul", [x, inv]), b.positive(width)])
+    rms = b.op("Sqrt", [b.op("Add", [ms, b.init(np.float32(1e-6))])])
+    n = b.op("Div", [x, rms]) if div else b.op("Mul", [x, b.op("Reciprocal", [rms])])
+    return b.op("Mul", [n, b.positive(width)])
+
+
+def rms_norm_div(b: GraphBuilder, x: str, width: int) -> str:
+    return rms_norm(b, x, width, div=True)
 
 
 def block(opset: int, norm=layer_norm, hidden: int = 16) -> onnx.ModelProto:
@@ -53,7 +58,8 @@ def block(opset: int, norm=layer_norm, hidden: int = 16) -> onnx.ModelProto:
 
 @pytest.mark.parametrize("opset,norm,fused", [
     (18, layer_norm, 2), (17, layer_norm, 2), (13, layer_norm, 0), (18, rms_norm, 0),
-], ids=["ln_opset18", "ln_opset17", "ln_opset13_matched", "rms_matched"])
+    (13, rms_norm_div, 0),
+], ids=["ln_opset18", "ln_opset17", "ln_opset13_matched", "rms_matched", "rms_div_opset13"])
 def test_decomposed_norm_gets_the_hint_and_prunes_hidden(tmp_model, opset, norm, fused):
     path = tmp_model(block(opset, norm))
     loaded = load_model(path)
