@@ -100,6 +100,7 @@ def analyze_file(model: str | os.PathLike[str], ignore: tuple[str, ...] = (),
         "capacity": limits.to_dict(),
         "notes": loaded.notes,
         "version": __version__,
+        "canonicalization": loaded.facts.get("canonical"),  # onnxprune.graph.canonicalize
     }
 
 

@@ -379,7 +379,7 @@ def compress_progressive(model: str, options: Any, *, output: str | None = None,
                                               final_path, scratch)
         notes = (notes or []) + run.notes + (
             [f"step models and records: {work.path} (--resume continues an interrupted "
-             "run)"] if write else []) + [extra["flow"]["message"], extra["accuracy"]["message"]]
+             "run)"] if write else [])  # flow and accuracy: own keys, printed by the CLI
         result = _finish(model, loaded, original, options, results, run.rows, final_path,
                          destination, write, report, started, notes, run.budget)
         result.accuracy, result.flow = extra["accuracy"], extra["flow"]
@@ -407,7 +407,7 @@ def _small_data_one_shot(model: str, options: Any, loaded: Any, output: str | No
     result = compress(model, output=output, options=single, write=write, report=False)
     result.flow = {"chosen": "one-shot", "samples": samples,
                    "min_samples": PROGRESSIVE_MIN_SAMPLES, "message": message}
-    result.notes = [n for n in (notes or []) if "--steps 4" not in n] + [message] + result.notes
+    result.notes = [n for n in (notes or []) if "--steps 4" not in n] + result.notes
     if write and report:
         write_reports(result, single)
     return result

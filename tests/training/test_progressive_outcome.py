@@ -46,7 +46,7 @@ def test_small_data_makes_one_shot_the_default_and_says_why(tmp_path, folded):
     document = json.loads(done.stdout)
     assert document["flow"]["chosen"] == "one-shot" and document["steps"] is None
     assert document["flow"]["min_samples"] == PROGRESSIVE_MIN_SAMPLES
-    assert any("one-shot with the best recovery" in n for n in document["notes"])
+    assert "one-shot with the best recovery" in document["flow"]["message"]
     assert document["accuracy"]["measured"] is False  # no --eval-data: said, not hidden
 
 
