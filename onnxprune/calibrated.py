@@ -28,7 +28,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis.groups import Analysis
 from onnxprune.data import DataSource, ImageOptions, open_data, synthetic_source
-from onnxprune.errors import RuntimeMissingError, UnsupportedModelError
+from onnxprune.errors import RuntimeMissingError, UnsupportedModelError, UsageError
 from onnxprune.importance import score_units
 from onnxprune.importance.data_criteria import DATA_CRITERIA, data_criterion
 from onnxprune.options import CompressOptions
@@ -52,6 +52,8 @@ class Calibration:
     sensitivity: dict | None = None
     recovery: dict | None = None
     reference_sizes: tuple[tuple[str, int], ...] = ()  # see PlanOptions.reference_sizes
+    latency: dict | None = None  # --metric latency: onnxprune.benchmark.latency_check
+    input_shapes: dict[str, tuple[int, ...]] | None = None  # latency table; None: defaults
 
     def source(self, model: ir.Model) -> DataSource:
         """The data, or synthetic inputs (rule 2)."""
@@ -89,6 +91,8 @@ class Calibration:
 
     def plan(self, analysis: Analysis, scores: np.ndarray, original: onnx.ModelProto) -> Plan:
         options = self.options
+        if options.metric == "latency":
+            return self._latency_plan(analysis, scores, original)
         if options.allocation != "sensitivity":
             return make_plan(analysis, scores, self.plan_options())
         from onnxprune.calibration.sensitivity import measure_sensitivity
@@ -101,6 +105,17 @@ class Calibration:
             plan_options=self.plan_options(), criterion=self.criterion)
         self.sensitivity = measured.to_dict()
         return make_sensitivity_plan(analysis, scores, self.plan_options(), measured)
+
+    def _latency_plan(self, analysis: Analysis, scores: np.ndarray,
+                      original: onnx.ModelProto) -> Plan:
+        from onnxprune.benchmark.latency_check import plan_latency, settings_of
+
+        if self.options.allocation == "sensitivity":
+            raise UsageError("--metric latency plans with --allocation threshold; drop "
+                             "--allocation sensitivity")
+        plan, self.latency = plan_latency(original, analysis, scores, self.plan_options(),
+                                          settings_of(self.options), self.input_shapes)
+        return plan
 
     # -- recovery --------------------------------------------------------------------
     def recovery_method(self) -> str:

@@ -24,7 +24,7 @@ from onnxprune import __version__
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.calibrated import open_calibration
 from onnxprune.data import DataSource
-from onnxprune.errors import OnnxPruneError, UnsupportedModelError
+from onnxprune.errors import OnnxPruneError, UnsupportedModelError, UsageError
 from onnxprune.graph import load_model
 from onnxprune.graph.io import StagedOutput, check_destination, weight_bytes
 from onnxprune.graph.shapes import dims
@@ -66,6 +66,7 @@ class CompressResult:
     evaluation: dict | None = None
     steps: list[dict] | None = None
     budget: dict | None = None  # --max-drop (onnxprune.training.progressive)
+    latency: dict | None = None  # --metric latency (onnxprune.benchmark.latency_check)
     # -- end
 
     def to_dict(self) -> dict:
@@ -184,6 +185,9 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     options = _options(target, options, kwargs)
     options, steps_note = options.resolve_steps(training_available())
     extra_notes = [steps_note] if steps_note else []
+    if options.metric == "latency" and (options.finetunes() or options.mode != "structured"):
+        raise UsageError("--metric latency prunes one-shot in structured mode: pass --steps 1 "
+                         "(and no --finetune-epochs/--mode)")
     # -- sparsity modes / INT8 quantization (onnxprune.sparsity.flow); progressive
     #    pruning with fine-tuning (onnxprune.training.progressive)
     if options.mode != "structured" or options.quantize != "none":
@@ -230,6 +234,11 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
             staged_path = staged.write(analysis.model, loaded.external_data or None)
             _check_staged(loaded, original, staged_path, None, options)
         size_after = _file_size(staged_path, staged.data_name)
+        if calib.latency is not None:  # --metric latency: predicted against measured
+            from onnxprune.benchmark.latency_check import check_latency
+
+            calib.latency = check_latency(calib.latency, model, staged_path,
+                                          runs=options.bench_runs)
         out_path = staged.commit() if write else None
     result = CompressResult(
         input=str(model), output=str(out_path) if out_path else None,
@@ -240,6 +249,7 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         layers=layers, groups=groups, verification=check.to_dict(),
         seconds=round(time.perf_counter() - started, 3),
         notes=extra_notes + loaded.notes + calib.notes, calibration=calib.report(),
+        latency=calib.latency,
     )
     if write and report:
         write_reports(result, options)

@@ -29,7 +29,7 @@ class CompressOptions(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     target: float | None = pydantic.Field(None, gt=0.0, lt=1.0)  # required unless mode n:m
-    metric: Literal["params", "flops"] = "params"
+    metric: Literal["params", "flops", "latency"] = "params"
     criterion: Literal["auto", "l1", "l2", "bn_scale", "fpgm", "random",
                        "activation", "apoz", "taylor"] = "auto"
     scope: Literal["global", "uniform"] = "global"
@@ -74,6 +74,12 @@ class CompressOptions(pydantic.BaseModel):
     max_drop: float | None = pydantic.Field(None, ge=0.0)
     work_dir: str | None = None  # progressive runs: default <output>.steps
     resume: bool = False
+    # -- --metric latency (onnxprune.planning.latency, onnxprune.benchmark.latency_table)
+    provider: str = "cpu"  # execution provider the latency is measured on
+    threads: int = pydantic.Field(1, ge=1)  # intra-op threads of those measurements
+    latency_runs: int = pydantic.Field(20, ge=1)  # timed runs per latency table point
+    latency_cache: str | None = None  # None: $ONNXPRUNE_LATENCY_CACHE or ~/.cache/...
+    # -- end of latency options
 
     @pydantic.model_validator(mode="after")
     def _check_mode(self) -> CompressOptions:

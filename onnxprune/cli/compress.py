@@ -41,8 +41,10 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
                    "of Conv/Gemm/MatMul weights to zero).")
 @click.option("-o", "--output", type=click.Path(path_type=str),
               help="Output path (default: <model>.pruned.onnx).")
-@click.option("--metric", type=click.Choice(["params", "flops"]), default="params",
-              show_default=True)
+@click.option("--metric", type=click.Choice(["params", "flops", "latency"]), default="params",
+              show_default=True,
+              help="latency: remove --target of the latency predicted from per-layer "
+                   "timings on --provider with --threads (cached; checked after pruning).")
 @click.option("--criterion", type=click.Choice(["auto", "l1", "l2", "bn_scale", "fpgm", "random",
                                                "activation", "apoz", "taylor"]),
               default="auto", show_default=True,
@@ -123,6 +125,17 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
               help="Held-out data (.npz, labels optional) for per-step and final "
                    "accuracy/fidelity (default: the calibration subset of --data).")
 # -- end of sparsity/fine-tuning options
+# -- --metric latency
+@click.option("--provider", default="cpu", show_default=True,
+              help="--metric latency: execution provider to measure on (cpu, cuda, ...).")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="--metric latency: intra-op threads of the measurements.")
+@click.option("--latency-runs", type=int, default=20, show_default=True,
+              help="--metric latency: timed runs per latency-table point.")
+@click.option("--latency-cache", type=click.Path(path_type=str),
+              help="--metric latency: folder of cached latency tables [default: "
+                   "$ONNXPRUNE_LATENCY_CACHE or ~/.cache/onnxprune/latency].")
+# -- end of latency options
 @click.pass_context
 @guard
 def command(ctx: click.Context, model: str | None, config: str | None, output: str | None,
@@ -139,6 +152,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     names += ["mode", "nm", "quantize", "steps", "finetune_epochs", "lr", "loss", "optimizer",
               "temperature", "eval_data", "train_steps", "max_drop", "holdout", "work_dir",
               "resume"]
+    names += ["provider", "threads", "latency_runs", "latency_cache"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:
@@ -193,6 +207,20 @@ def _print_summary(result: Any) -> None:
     stdout.print(f"removed {100 * result.achieved:.1f}% of {result.options['metric']}; "
                  "ONNX Runtime check passed"
                  + (f"; max deviation from masked original {diff:.1e}" if diff is not None else ""))
+    if getattr(result, "latency", None):  # --metric latency
+        _print_latency(result.latency)
+
+
+def _print_latency(section: dict) -> None:
+    predicted, measured = section["predicted"], section.get("measured") or {}
+    line = (f"latency on {section['provider']} ({section['threads']} thread(s)): predicted "
+            f"{predicted['original_ms']:.3f} -> {predicted['pruned_ms']:.3f} ms "
+            f"(ratio {predicted['ratio']:.3f})")
+    if measured.get("ratio") is not None:
+        line += (f"; measured {measured['original_ms']:.3f} -> {measured['pruned_ms']:.3f} ms "
+                 f"(ratio {measured['ratio']:.3f})")
+    line += f"; table {'read from' if section['cache_hit'] else 'cached at'} {section['cache']}"
+    stdout.print(line, markup=False)
 
 
 def _print_budget(budget: dict | None) -> None:
