@@ -15,7 +15,8 @@ Rules:
    axis (input and output channels are the same).
 3. :class:`LatencyTable` holds the measured milliseconds per layer on that grid and
    the whole model's latency. A layer's latency at any counts is the bilinear
-   interpolation of its grid (clamped at the grid's ends). The prediction for a
+   interpolation of its grid (below the grid, the line through its first two points,
+   never below 0; above it, the last point). The prediction for a
    model is ``fixed_ms + scale * sum(layer ms)``: ``fixed_ms`` is the whole model's
    latency minus the modelled layers at full width (what pruning does not change);
    when the modelled layers sum to more than the whole model (fusions the one-op
@@ -198,6 +199,15 @@ def grid_counts(spec: LayerSpec) -> tuple[list[int], list[int]]:
             _axis_counts(spec.c_out, step, spec.prunable_out))
 
 
+def _interp(x: float, xs, ys) -> float:
+    """Linear between grid points, extrapolated below the first two (never below 0),
+    held at the last above the grid."""
+    if len(xs) >= 2 and x < xs[0]:
+        slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
+        return max(0.0, float(ys[0] + (x - xs[0]) * slope))
+    return float(np.interp(x, xs, ys))
+
+
 @dataclasses.dataclass
 class LatencyTable:
     """Measured layer latencies on their grids and the whole model's latency (rule 3).
@@ -218,9 +228,9 @@ class LatencyTable:
         entry = self.layers[name]
         ms = np.asarray(entry["ms"], dtype=np.float64)
         if name in self.depthwise:
-            return float(np.interp(c_in, entry["c_in"], ms[0]))
-        rows = [float(np.interp(c_out, entry["c_out"], row)) for row in ms]
-        return float(np.interp(c_in, entry["c_in"], rows))
+            return _interp(c_in, entry["c_in"], ms[0])
+        rows = [_interp(c_out, entry["c_out"], row) for row in ms]
+        return _interp(c_in, entry["c_in"], rows)
 
     def full_ms(self, name: str) -> float:
         entry = self.layers[name]
