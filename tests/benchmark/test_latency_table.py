@@ -22,6 +22,7 @@ from onnxprune.cli import main
 from onnxprune.errors import ExitCode, RuntimeMissingError, UsageError
 from onnxprune.graph.io import model_from_proto
 from onnxprune.planning.latency_model import grid_counts, layer_specs
+from onnxprune.reporting.schema import validate_report
 from tests.builders import GraphBuilder
 from tests.fake_ort import FakeOrt
 
@@ -181,5 +182,6 @@ def test_cli_latency_metric_reports_predicted_and_measured(tmp_path):
     report = json.loads((tmp_path / "m.pruned.onnx.report.json").read_text())
     assert report["latency"]["cache"] == section["cache"]
     assert report["options"]["metric"] == "latency"
+    validate_report(report)
     rerun = json.loads(CliRunner().invoke(main, args).output)["latency"]
     assert rerun["cache_hit"]
