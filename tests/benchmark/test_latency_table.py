@@ -167,21 +167,44 @@ def test_cli_absent_provider_exits_7(tmp_path):
     assert "coreml" in result.output
 
 
+def _seed_cache(path, cache) -> None:
+    """The table the CLI run would measure, measured on the fake runtime (times that scale
+    with c_in * c_out) under the real runtime's version, so the plan does not depend on
+    this machine's load."""
+    import onnx_ir as ir
+    import onnxruntime
+
+    from onnxprune.graph import load_model
+    from onnxprune.graph.runtime import to_runtime_proto
+
+    loaded = load_model(path)
+    proto = to_runtime_proto(ir.serde.serialize_model(loaded.model))
+    specs = layer_specs(analyze(loaded.model), default_input_shapes(proto))
+    durations = {"model.onnx": 0.0002}
+    for i, spec in enumerate(specs):
+        c_in, c_out = grid_counts(spec)
+        durations.update({f"s{i}_{a}x{b}.onnx": a * b / 64 / 64 * 1e-3
+                          for a in c_in for b in c_out})
+    ort = FakeOrt([CPU], durations=durations)
+    ort.__version__ = onnxruntime.__version__
+    _table(proto, ort, cache)
+
+
 def test_cli_latency_metric_reports_predicted_and_measured(tmp_path):
     path = tmp_path / "m.onnx"
-    onnx.save(_model(width=64, batch=1, size=64), path)
-    args = ["compress", str(path), "-t", "0.2", "--metric", "latency", "--latency-runs", "2",
+    onnx.save(_model(width=64, batch=1, size=32), path)
+    _seed_cache(path, tmp_path / "cache")
+    args = ["compress", str(path), "-t", "0.3", "--metric", "latency", "--latency-runs", "2",
             "--bench-runs", "3", "--latency-cache", str(tmp_path / "cache"), "--json"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     section = json.loads(result.output)["latency"]
-    assert section["provider"] == "cpu" and section["threads"] == 1
-    assert 0 < section["predicted"]["ratio"] <= 0.8 + 1e-6
+    assert section["cache_hit"] and section["provider"] == "cpu" and section["threads"] == 1
+    assert section["table"]["whole_ms"] == pytest.approx(0.2)
+    assert 0.55 <= section["predicted"]["ratio"] <= 0.7 + 1e-9  # steps of 8 channels
     assert section["measured"]["ratio"] > 0 and section["predicted_over_measured"] > 0
     assert set(section["table"]["layers"]) == {"c1_out", "c2_out"}
     report = json.loads((tmp_path / "m.pruned.onnx.report.json").read_text())
     assert report["latency"]["cache"] == section["cache"]
     assert report["options"]["metric"] == "latency"
     validate_report(report)
-    rerun = json.loads(CliRunner().invoke(main, args).output)["latency"]
-    assert rerun["cache_hit"]
