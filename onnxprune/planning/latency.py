@@ -15,8 +15,13 @@ Rules:
    latency has fallen by ``target``. A step that saves no time is taken only when no
    step saves any.
 3. Then the overshoot is trimmed: single steps are undone, the one returning the most
-   importance first, while the target stays reached.
-4. A target the floors make unreachable raises :class:`UnreachableTargetError` with
+   importance first, while the target stays reached; then pairs (one step undone in
+   one group, one more taken in another) that keep more importance and still reach
+   the target are swapped in, at most ``SWAP_BUDGET`` trials.
+4. When the model has at most ``EXACT_SEARCH_LIMIT`` combinations of feasible counts,
+   all are tried instead and the one keeping the most importance that reaches the
+   target wins.
+5. A target the floors make unreachable raises :class:`UnreachableTargetError` with
    the largest predicted reduction.
 """
 
@@ -25,7 +30,9 @@ from __future__ import annotations
 __all__ = ["LatencyCost", "LatencyPlan", "make_latency_plan"]
 
 import dataclasses
+import itertools
 import logging
+import math
 
 import numpy as np
 
@@ -37,6 +44,8 @@ from onnxprune.planning.planner import GroupOptions, Plan, PlanOptions, group_op
 logger = logging.getLogger(__name__)
 
 _EPS = 1e-12
+EXACT_SEARCH_LIMIT = 4096
+SWAP_BUDGET = 4000
 
 
 @dataclasses.dataclass
@@ -165,6 +174,57 @@ class _Greedy:
             for h in neighbours:
                 cands[h] = self.candidate(h)
 
+    def swap(self, goal: float, budget: int = SWAP_BUDGET) -> None:
+        """Rule 3's pair moves: best importance gain first, while the goal holds."""
+        options, spent = self.cost.options, 0
+        while spent < budget:
+            best = None
+            for a in (g for g in range(len(options)) if self.position[g] > 0):
+                back = options[a].counts[self.position[a] - 1]
+                regained = _step_loss(options[a], self.norms[a], back,
+                                      options[a].counts[self.position[a]])
+                here = options[a].counts[self.position[a]]
+                self.cost.set(a, back)
+                for b in range(len(options)):
+                    if b == a or self.position[b] + 1 >= len(options[b].counts) or \
+                            spent >= budget:
+                        continue
+                    spent += 1
+                    old, new = (options[b].counts[self.position[b] + k] for k in (0, 1))
+                    lost = _step_loss(options[b], self.norms[b], old, new)
+                    better = regained - lost > 1e-9 and (best is None or
+                                                         regained - lost > best[0])
+                    if better and self.cost.trial(b, new)[0] <= goal + _EPS:
+                        best = (regained - lost, a, b)
+                self.cost.set(a, here)
+            if best is None:
+                return
+            _, a, b = best
+            self.position[a] -= 1
+            self.cost.set(a, options[a].counts[self.position[a]])
+            self.position[b] += 1
+            self.cost.set(b, options[b].counts[self.position[b]])
+
+    def exact(self, goal: float) -> bool:
+        """Rule 4: every combination; False (nothing changed) when none reaches ``goal``."""
+        options = self.cost.options
+        best = None
+        for combo in itertools.product(*(range(len(o.counts)) for o in options)):
+            for g, position in enumerate(combo):
+                self.cost.set(g, options[g].counts[position])
+            if self.cost.predicted() > goal + _EPS:
+                continue
+            lost = sum(_step_loss(o, n, 0, o.counts[p])
+                       for o, n, p in zip(options, self.norms, combo))
+            if best is None or lost < best[0] - 1e-12:
+                best = (lost, combo)
+        if best is None:
+            return False
+        self.position = list(best[1])
+        for g, position in enumerate(self.position):
+            self.cost.set(g, options[g].counts[position])
+        return True
+
     def _groups_of(self, layer: int) -> set[int]:
         _, a_in, a_out = self.cost.layers[layer]
         return set(a_in.per_group) | set(a_out.per_group)
@@ -211,8 +271,12 @@ def make_latency_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptio
             f"{maximum:.3f} can be removed with min_keep={options.min_keep}, "
             f"{options.describe_round_to()} (the rest is time pruning does not change: "
             f"{table.fixed_ms:.3f} ms of {table.whole_ms:.3f} ms; lower the target)", maximum)
-    greedy.run(goal)
-    greedy.trim(goal)
+    if math.prod(len(o.counts) for o in opts) <= EXACT_SEARCH_LIMIT:
+        greedy.exact(goal)
+    else:
+        greedy.run(goal)
+        greedy.trim(goal)
+        greedy.swap(goal)
     predicted = cost.predicted()
     removed = np.zeros(analysis.num_units, dtype=bool)
     kept = {}

@@ -8,11 +8,19 @@ import pytest
 from onnxprune.analysis import analyze
 from onnxprune.errors import UnreachableTargetError, UsageError
 from onnxprune.graph.io import model_from_proto
-from onnxprune.planning import PlanOptions
+from onnxprune.planning import PlanOptions, latency
 from onnxprune.planning.latency import make_latency_plan
 from onnxprune.planning.latency_model import LatencyTable, grid_counts, layer_specs
 from tests.builders import GraphBuilder
 from tests.oracle import prune_and_check
+
+
+@pytest.fixture(autouse=True, params=["exact", "greedy"])
+def search(request, monkeypatch):
+    """Every test runs with the exhaustive search and with greedy + trim + swaps."""
+    if request.param == "greedy":
+        monkeypatch.setattr(latency, "EXACT_SEARCH_LIMIT", 0)
+    return request.param
 
 
 def _chain() -> object:
