@@ -12,7 +12,10 @@ Rules:
    edges and the call overhead, which a one-layer graph has and the layer inside the
    model does not, are left out); on device providers (CUDA, TensorRT: kernels run
    asynchronously) and where the profile has no timings, the median wall-clock time
-   of the run. The whole model is timed by wall clock, ``runs`` runs.
+   of the run. The whole model is timed by wall clock, ``runs`` runs; on host
+   providers with a profile, the median share of each run that its Conv/Gemm/MatMul
+   kernels took is the table's ``context_fraction`` (see
+   :class:`~onnxprune.planning.latency_model.LatencyTable`).
 3. Sessions are built like the benchmark's (provider plus CPU for what it cannot
    take, ``threads`` intra-op threads, IO binding on device providers). A provider
    the build lacks, or one a session silently dropped, is a
@@ -52,7 +55,7 @@ from onnxprune.planning.latency_model import LatencyTable, LayerSpec, grid_count
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "ONNXPRUNE_LATENCY_CACHE"
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +191,25 @@ def _kernel_ms(profile: str) -> float | None:
     return sum(float(np.median(v)) for v in per_node.values()) / 1e3
 
 
+_MODELLED_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
+
+
+def _context_fraction(profile: str) -> float | None:
+    """Median over runs of (Conv/Gemm/MatMul kernel time) / (run time) in a profile."""
+    events = json.loads(pathlib.Path(profile).read_text())
+    runs = [(e["ts"], e["ts"] + e["dur"]) for e in events
+            if e.get("cat") == "Session" and e.get("name") == "model_run" and "dur" in e]
+    kernels = [(e["ts"], float(e["dur"])) for e in events
+               if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")
+               and (e.get("args") or {}).get("op_name") in _MODELLED_OPS and "dur" in e]
+    fractions = []
+    for start, end in runs:
+        inside = sum(d for ts, d in kernels if start <= ts <= end)
+        if end > start and inside > 0:
+            fractions.append(min(1.0, inside / (end - start)))
+    return float(np.median(fractions)) if fractions else None
+
+
 def _measure_layer(timer: _Timer, index: int, spec: LayerSpec, settings: LatencySettings,
                    rng: np.random.Generator, clock: Clock) -> list[float]:
     runners, sessions = [], []
@@ -222,18 +244,22 @@ def _measure(data: bytes, specs: list[LayerSpec], shapes: dict, choice: Provider
                                 "ms": _measure_layer(timer, i, spec, settings, rng, clock)}
             logger.info("latency grid %d/%d: %s %s", i + 1, len(unique), spec.op_type,
                         spec.weight_shape)
-        whole, _ = timer.runner("model.onnx", data, shapes=shapes, seed=settings.seed)
+        profiled = choice.device is None
+        whole, session = timer.runner("model.onnx", data, shapes=shapes, seed=settings.seed,
+                                      profile=profiled)
         path = os.path.join(folder, "model.onnx")
         if choice.device is not None and not node_placement(ort, path, choice, settings.threads,
                                                             whole.feeds).get(choice.name):
             raise RuntimeMissingError(f"{choice.alias} took no node of the model; its latency "
                                       "would be a CPU latency")
         samples = measure_interleaved([whole], settings.runs, settings.warmup, clock)[0]
+        context = _context_fraction(session.end_profiling()) if profiled else None
     whole_ms = float(np.median(samples)) * 1e3
     layers = {spec.name: _entry(grids[spec.signature()]) for spec in specs}
     depthwise = tuple(spec.name for spec in specs if spec.depthwise)
     return LatencyTable(layers, whole_ms, choice.alias, settings.threads,
-                        {k: list(v) for k, v in shapes.items()}, depthwise)
+                        {k: list(v) for k, v in shapes.items()}, depthwise,
+                        context_fraction=context)
 
 
 def _entry(grid: dict) -> dict:

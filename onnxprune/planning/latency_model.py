@@ -17,10 +17,17 @@ Rules:
    the whole model's latency. A layer's latency at any counts is the bilinear
    interpolation of its grid (below the grid, the line through its first two points,
    never below 0; above it, the last point). The prediction for a
-   model is ``fixed_ms + scale * sum(layer ms)``: ``fixed_ms`` is the whole model's
-   latency minus the modelled layers at full width (what pruning does not change);
-   when the modelled layers sum to more than the whole model (fusions the one-op
-   graphs cannot show), ``fixed_ms`` is 0 and ``scale`` shrinks the sum to it.
+   model is ``fixed_ms + scale * sum(layer ms)``:
+
+   1. with ``context_fraction`` (the share of the whole model's run time its
+      Conv/Gemm/MatMul kernels took, from the whole model's own profile, i.e. in the
+      same runs), ``fixed_ms`` is the rest of the whole latency and ``scale`` makes
+      the layers' full-width sum equal to that share: the one-layer graphs then give
+      the shape of each curve, the model gives the proportions, and load that slowed
+      the whole model's runs cannot leak into the fixed part;
+   2. without it, ``fixed_ms`` is the whole model's latency minus the modelled layers
+      at full width (what pruning does not change); when they sum to more than the
+      whole model, ``fixed_ms`` is 0 and ``scale`` shrinks the sum to it.
 """
 
 from __future__ import annotations
@@ -223,6 +230,7 @@ class LatencyTable:
     input_shapes: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     depthwise: tuple[str, ...] = ()
     meta: dict = dataclasses.field(default_factory=dict)
+    context_fraction: float | None = None  # rule 3.1
 
     def layer_ms(self, name: str, c_in: int, c_out: int) -> float:
         entry = self.layers[name]
@@ -243,10 +251,14 @@ class LatencyTable:
     @property
     def scale(self) -> float:
         modelled = self.modelled_ms
+        if self.context_fraction is not None and modelled > 0:
+            return self.whole_ms * self.context_fraction / modelled
         return self.whole_ms / modelled if modelled > self.whole_ms > 0 else 1.0
 
     @property
     def fixed_ms(self) -> float:
+        if self.context_fraction is not None and self.modelled_ms > 0:
+            return self.whole_ms * (1.0 - self.context_fraction)
         return max(0.0, self.whole_ms - self.modelled_ms)
 
     def predict(self, layer_ms_sum: float) -> float:
@@ -256,16 +268,18 @@ class LatencyTable:
     def to_dict(self) -> dict:
         return {"layers": self.layers, "whole_ms": self.whole_ms, "provider": self.provider,
                 "threads": self.threads, "input_shapes": self.input_shapes,
-                "depthwise": list(self.depthwise), "meta": self.meta}
+                "depthwise": list(self.depthwise), "meta": self.meta,
+                "context_fraction": self.context_fraction}
 
     @classmethod
     def from_dict(cls, data: dict) -> LatencyTable:
         return cls(data["layers"], float(data["whole_ms"]), data.get("provider", "cpu"),
                    int(data.get("threads", 1)), data.get("input_shapes", {}),
-                   tuple(data.get("depthwise", ())), data.get("meta", {}))
+                   tuple(data.get("depthwise", ())), data.get("meta", {}),
+                   data.get("context_fraction"))
 
     def summary(self) -> dict:
         """Compact view for reports: fixed part, scale and each layer's full-width ms."""
         return {"whole_ms": round(self.whole_ms, 4), "fixed_ms": round(self.fixed_ms, 4),
                 "modelled_ms": round(self.modelled_ms, 4), "scale": round(self.scale, 4),
-                "layers": len(self.layers)}
+                "layers": len(self.layers), "context_fraction": self.context_fraction}

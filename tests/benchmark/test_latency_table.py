@@ -208,3 +208,25 @@ def test_cli_latency_metric_reports_predicted_and_measured(tmp_path):
     assert report["latency"]["cache"] == section["cache"]
     assert report["options"]["metric"] == "latency"
     validate_report(report)
+
+
+def test_context_fraction_is_the_share_of_each_run_in_modelled_kernels(tmp_path):
+    from onnxprune.benchmark.latency_table import _context_fraction
+    from onnxprune.planning.latency_model import LatencyTable
+
+    def kernel(ts, dur, op):
+        return {"cat": "Node", "name": f"n{ts}_kernel_time", "ts": ts, "dur": dur,
+                "args": {"op_name": op}}
+
+    events = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 100},
+              kernel(10, 60, "FusedConv"), kernel(80, 20, "Add"),
+              {"cat": "Session", "name": "model_run", "ts": 200, "dur": 100},
+              kernel(210, 80, "Conv"), kernel(295, 5, "GlobalAveragePool")]
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps(events))
+    assert _context_fraction(str(profile)) == pytest.approx(0.7)  # median of 0.6 and 0.8
+    layers = {"a": {"c_in": [8, 16], "c_out": [8], "ms": [[1.0], [3.0]]}}
+    table = LatencyTable(layers, whole_ms=10.0, context_fraction=0.6)
+    assert table.fixed_ms == pytest.approx(4.0) and table.scale == pytest.approx(2.0)
+    assert table.predict(table.layer_ms("a", 8, 8)) == pytest.approx(4.0 + 2.0)
+    assert LatencyTable.from_dict(table.to_dict()).context_fraction == 0.6
