@@ -43,6 +43,7 @@ from onnxprune.analysis import analyze
 from onnxprune.benchmark import benchmark
 from onnxprune.benchmark.latency_check import plan_latency
 from onnxprune.benchmark.latency_table import LatencySettings
+from onnxprune.benchmark.round_probe import auto_block
 from onnxprune.graph import load_model
 from onnxprune.importance import score_units
 from onnxprune.planning import CostModel, PlanOptions, make_plan
@@ -75,14 +76,14 @@ def _importance_kept(analysis, scores: np.ndarray, removed: np.ndarray) -> float
 
 
 def _prune(path: pathlib.Path, metric: str, target: float, out: pathlib.Path,
-           settings: LatencySettings, shapes: dict | None) -> dict:
+           settings: LatencySettings, shapes: dict | None, round_to: int | None = None) -> dict:
     loaded = load_model(path)
     original = ir.serde.serialize_model(loaded.model)
     analysis = analyze(loaded.model)
     scores = score_units(analysis, "l1", 0)
     cost = CostModel(analysis)
-    row: dict = {"metric": metric, "target": target}
-    options = PlanOptions(target, metric, round_to=None)
+    row: dict = {"metric": metric, "target": target, "round_to": round_to or "default (8)"}
+    options = PlanOptions(target, metric, round_to=round_to)
     if metric == "latency":
         plan, section = plan_latency(original, analysis, scores, options, settings, shapes)
         row["predicted_ratio"] = section["predicted"]["ratio"]
@@ -129,11 +130,14 @@ def _model(name: str, args: argparse.Namespace, tmp: pathlib.Path) -> list[dict]
     shapes = SHAPES.get(name)
     settings = LatencySettings(threads=args.threads, runs=args.table_runs,
                                cache=str(tmp / "cache"))
-    plans = [("latency", t) for t in args.targets] + [("flops", 0.5)]
-    rows = [_prune(source, m, t, tmp / f"{name}.{m}{t}.onnx", settings, shapes)
-            for m, t in plans]
+    plans = [("latency", t, None) for t in args.targets] + [("flops", 0.5, None)]
+    if args.round_auto:  # --round-to auto against the default multiples of 8
+        block = auto_block(settings)["block"]
+        plans += [("latency", 0.5, block), ("flops", 0.5, block)]
+    rows = [_prune(source, m, t, tmp / f"{name}.{m}{t}r{r}.onnx", settings, shapes, r)
+            for m, t, r in plans]
     base = _time([source, *[pathlib.Path(r["path"]) for r in rows]], rows, args, shapes)
-    flops = rows[-1]
+    flops = rows[len(args.targets)]
     equal = _prune(source, "latency", round(1 - flops["measured_ratio"], 4),
                    tmp / f"{name}.latency_eq.onnx", settings, shapes)
     equal["equal_latency_to"] = "flops 0.5"
@@ -141,7 +145,7 @@ def _model(name: str, args: argparse.Namespace, tmp: pathlib.Path) -> list[dict]
     _time([source, pathlib.Path(flops["path"]), pathlib.Path(equal["path"])], pair, args,
           shapes)
     equal["flops_measured_ratio_same_batch"] = pair[0]["measured_ratio"]
-    rows.append(equal)
+    rows.insert(len(args.targets) + 1, equal)
     for row in rows:
         row["model"] = name
         row["input_shapes"] = shapes
@@ -163,6 +167,8 @@ def main() -> None:
     parser.add_argument("--table-runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--round-auto", action="store_true",
+                        help="also plan latency/flops 0.5 with --round-to auto (measured block)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:

@@ -86,8 +86,24 @@ class Calibration:
                                                                           options.seed)
 
     def plan_options(self) -> PlanOptions:
-        return dataclasses.replace(self.options.plan_options(),
-                                   reference_sizes=self.reference_sizes)
+        options = dataclasses.replace(self.options.plan_options(),
+                                      reference_sizes=self.reference_sizes)
+        if self.options.round_to == "auto":  # onnxprune.benchmark.round_probe
+            options = dataclasses.replace(options, round_to=self._auto_round())
+        return options
+
+    def _auto_round(self) -> int | None:
+        if "auto_round" not in self.__dict__:
+            from onnxprune.benchmark.latency_check import settings_of
+            from onnxprune.benchmark.round_probe import auto_block
+
+            probe = auto_block(settings_of(self.options))
+            self.__dict__["auto_round"] = probe["block"]
+            self.notes.append(
+                f"--round-to auto: {probe['block'] or 'no block found, multiples of 8'} "
+                f"(channel step edges measured on {probe['provider']}, {probe['threads']} "
+                f"thread(s); {probe['cache']})")
+        return self.__dict__["auto_round"]
 
     def plan(self, analysis: Analysis, scores: np.ndarray, original: onnx.ModelProto) -> Plan:
         options = self.options

@@ -16,7 +16,7 @@ __all__ = ["CompressOptions", "load_recipe", "merge_options"]
 
 import json
 import pathlib
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
@@ -33,7 +33,8 @@ class CompressOptions(pydantic.BaseModel):
     criterion: Literal["auto", "l1", "l2", "bn_scale", "fpgm", "random",
                        "activation", "apoz", "taylor"] = "auto"
     scope: Literal["global", "uniform"] = "global"
-    round_to: int | None = pydantic.Field(None, ge=1)  # None: multiples of 8 channels
+    # None: multiples of 8 channels; "auto": the measured block (onnxprune.benchmark.round_probe)
+    round_to: Annotated[int, pydantic.Field(ge=1)] | Literal["auto"] | None = None
     min_keep: float = pydantic.Field(0.1, ge=0.0)
     ignore: tuple[str, ...] = ()
     seed: int = 0
@@ -130,7 +131,8 @@ class CompressOptions(pydantic.BaseModel):
     def plan_options(self):
         from onnxprune.planning import PlanOptions
 
-        return PlanOptions(self.target, self.metric, self.scope, self.round_to, self.min_keep)
+        round_to = None if self.round_to == "auto" else self.round_to  # auto: calibrated.py
+        return PlanOptions(self.target, self.metric, self.scope, round_to, self.min_keep)
 
 
 RECIPE_EXTRA_KEYS = ("model", "output")

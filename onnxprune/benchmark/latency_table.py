@@ -30,7 +30,8 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["CACHE_ENV", "LatencySettings", "cache_dir", "cache_key", "latency_table"]
+__all__ = ["CACHE_ENV", "LatencySettings", "cache_dir", "cache_key", "latency_table",
+           "measure_points"]
 
 import dataclasses
 import hashlib
@@ -210,11 +211,22 @@ def _context_fraction(profile: str) -> float | None:
     return float(np.median(fractions)) if fractions else None
 
 
-def _measure_layer(timer: _Timer, index: int, spec: LayerSpec, settings: LatencySettings,
-                   rng: np.random.Generator, clock: Clock) -> list[float]:
+def measure_points(spec: LayerSpec, points: list[tuple[int, int]], choice: ProviderChoice,
+                   settings: LatencySettings, ort: Any, clock: Clock = time.perf_counter
+                   ) -> list[float]:
+    """Milliseconds of ``spec``'s one-layer graph at each ``(c_in, c_out)`` (rules 1-3)."""
+    rng = np.random.default_rng(settings.seed)
+    with tempfile.TemporaryDirectory(prefix="onnxprune-latency-") as folder:
+        timer = _Timer(ort, choice, settings.threads, folder)
+        return _measure_layer(timer, 0, spec, points, settings, rng, clock)
+
+
+def _measure_layer(timer: _Timer, index: int, spec: LayerSpec, points: list[tuple[int, int]],
+                   settings: LatencySettings, rng: np.random.Generator,
+                   clock: Clock) -> list[float]:
     runners, sessions = [], []
     profiled = timer.choice.device is None
-    for c_in, c_out in _points(spec):
+    for c_in, c_out in points:
         shape = list(spec.in_shape)
         shape[spec.in_axis] = c_in
         feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
@@ -241,7 +253,8 @@ def _measure(data: bytes, specs: list[LayerSpec], shapes: dict, choice: Provider
         timer = _Timer(ort, choice, settings.threads, folder)
         for i, (signature, spec) in enumerate(unique.items()):
             grids[signature] = {"spec": spec,
-                                "ms": _measure_layer(timer, i, spec, settings, rng, clock)}
+                                "ms": _measure_layer(timer, i, spec, _points(spec), settings,
+                                                     rng, clock)}
             logger.info("latency grid %d/%d: %s %s", i + 1, len(unique), spec.op_type,
                         spec.weight_shape)
         profiled = choice.device is None

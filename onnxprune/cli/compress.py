@@ -32,6 +32,20 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
     return given
 
 
+class _RoundTo(click.ParamType):
+    """``--round-to``: a positive integer or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither an integer nor 'auto'", param, ctx)
+
+
 @click.command("compress")
 @click.argument("model", type=click.Path(path_type=str), required=False)
 @click.option("--config", "config", type=click.Path(path_type=str),
@@ -51,9 +65,10 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
               help="auto: taylor with --data, l1 without.")
 @click.option("--scope", type=click.Choice(["global", "uniform"]), default="global",
               show_default=True)
-@click.option("--round-to", type=int, default=None,
+@click.option("--round-to", type=_RoundTo(), default=None,
               help="Keep every pruned channel count a multiple of N units (default: multiples "
-                   "of 8 channels; --round-to 1 for any count).")
+                   "of 8 channels; --round-to 1 for any count; auto: the channel block the "
+                   "--provider's kernels step at, measured).")
 @click.option("--min-keep", type=float, default=0.1, show_default=True,
               help="Per-group floor: fraction (<1) or count (>=1) of channels kept.")
 @click.option("--ignore", multiple=True, help="Glob of node/initializer names to keep whole.")

@@ -230,3 +230,45 @@ def test_context_fraction_is_the_share_of_each_run_in_modelled_kernels(tmp_path)
     assert table.fixed_ms == pytest.approx(4.0) and table.scale == pytest.approx(2.0)
     assert table.predict(table.layer_ms("a", 8, 8)) == pytest.approx(4.0 + 2.0)
     assert LatencyTable.from_dict(table.to_dict()).context_fraction == 0.6
+
+
+def _staircase(block: int) -> dict[int, float]:
+    """Latency that rises by 20% after every ``block`` channels."""
+    return {c: 1.2 ** -(-c // block) for c in range(1, 65)}
+
+
+def test_round_auto_block_is_the_spacing_of_the_step_edges():
+    from onnxprune.benchmark.round_probe import block_from_times, step_edges
+
+    assert step_edges(_staircase(16)) == {16, 32, 48}
+    assert block_from_times([_staircase(16), _staircase(16)]) == 16
+    # a probe that steps every 4 channels and one every 16: both step at multiples of 16
+    assert block_from_times([_staircase(4), _staircase(16)]) == 16
+    smooth = {c: 1.0 + c / 1000 for c in range(1, 65)}
+    assert block_from_times([smooth]) is None
+
+
+def test_round_auto_probe_on_fake_runtime_is_cached(tmp_path):
+    from onnxprune.benchmark.round_probe import auto_block
+
+    durations = {}
+    for c in range(1, 65):
+        durations[f"s0_64x{c}.onnx"] = 1e-3 * 1.2 ** -(-c // 8)   # 1x1 probe: steps every 8
+        durations[f"s0_{c}x{c}.onnx"] = 1e-3 * 1.2 ** -(-c // 16)  # 3x3 probe: every 16
+    ort = FakeOrt([CPU], durations=durations)
+    settings = LatencySettings(runs=2, warmup=0, cache=str(tmp_path))
+    first = auto_block(settings, ort=ort, clock=ort.clock)
+    assert first["block"] == 16 and not first["cache_hit"]
+    again = FakeOrt([CPU])
+    second = auto_block(settings, ort=again, clock=again.clock)
+    assert second["block"] == 16 and second["cache_hit"] and again.sessions == []
+
+
+def test_cli_round_to_takes_an_integer_or_auto(tmp_path):
+    from onnxprune.options import build_options
+
+    assert build_options({"target": 0.5, "round_to": "auto"}).plan_options().round_to is None
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(), path)
+    result = CliRunner().invoke(main, ["compress", str(path), "-t", "0.3", "--round-to", "x"])
+    assert result.exit_code == ExitCode.USAGE and "neither an integer nor 'auto'" in result.output
