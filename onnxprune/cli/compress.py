@@ -222,6 +222,8 @@ def _print_summary(result: Any) -> None:
     stdout.print(f"removed {100 * result.achieved:.1f}% of {result.options['metric']}; "
                  "ONNX Runtime check passed"
                  + (f"; max deviation from masked original {diff:.1e}" if diff is not None else ""))
+    for note in result.notes:  # opset conversion, canonicalization, runtime lowering...
+        stdout.print(f"note: {note}", markup=False, emoji=False)
     if getattr(result, "latency", None):  # --metric latency
         _print_latency(result.latency)
 

@@ -25,13 +25,14 @@ Rules:
    ``EXACT_SEARCH_LIMIT`` combinations of per-group counts, all are tried and the
    one overshooting the target least is taken.
 5. A target above what rule 3 allows raises :class:`UnreachableTargetError`
-   stating the maximum reachable value.
+   stating the maximum reachable value and, when some exist, the options that would
+   reach more (``planning.alternatives``: --prune-hidden, --min-keep, --round-to).
 """
 
 from __future__ import annotations
 
 __all__ = ["DEFAULT_ROUND_CHANNELS", "GroupOptions", "Plan", "PlanOptions", "group_options",
-           "make_plan"]
+           "make_plan", "reachable_maximum"]
 
 import dataclasses
 import itertools
@@ -40,7 +41,7 @@ import math
 import numpy as np
 
 from onnxprune.analysis.groups import Analysis, Group
-from onnxprune.errors import UnreachableTargetError, UsageError
+from onnxprune.errors import UsageError
 from onnxprune.planning.cost import CostModel
 
 METRICS = ("params", "flops")
@@ -316,6 +317,12 @@ def group_options(analysis: Analysis, scores: np.ndarray, options: PlanOptions,
     return [opts for opts, _ in _Searcher(analysis, scores, options).groups]
 
 
+def reachable_maximum(analysis: Analysis, options: PlanOptions) -> float:
+    """The most of ``options.metric`` that rule 3 lets go (scores do not matter)."""
+    search = _Searcher(analysis, np.zeros(analysis.num_units), options)
+    return search.achieved([opts.counts[-1] for opts, _ in search.groups])
+
+
 def make_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> Plan:
     """Pick the removed units (see module docstring)."""
     options.validate()
@@ -323,12 +330,9 @@ def make_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> P
     maximum_counts = [opts.counts[-1] for opts, _ in search.groups]
     maximum = search.achieved(maximum_counts)
     if maximum + 1e-9 < options.target:
-        raise UnreachableTargetError(
-            f"target {options.target:.3f} of {options.metric} is unreachable: at most "
-            f"{maximum:.3f} can be removed with min_keep={options.min_keep}, "
-            f"{options.describe_round_to()} (lower --min-keep/--round-to or the target)",
-            maximum,
-        )
+        from onnxprune.planning.alternatives import unreachable_error  # imports this module
+
+        raise unreachable_error(analysis, options, maximum)
     knobs = search.knobs()
     lo, hi = 0, len(knobs) - 1
     while lo < hi:
