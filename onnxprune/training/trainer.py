@@ -44,6 +44,7 @@ from onnx import numpy_helper
 from onnxprune.data import DataSource
 from onnxprune.errors import DataError, UnsupportedModelError, UsageError, VerificationError
 from onnxprune.graph import runtime
+from onnxprune.graph.outputs import output_heads, with_logit_outputs
 from onnxprune.training.batches import shuffled_batches, steps_per_epoch
 from onnxprune.training.batchnorm import batchnorm_stats, recalibrate, statistics_mismatch
 from onnxprune.training.legalize import legalize, max_relative_diff
@@ -170,18 +171,19 @@ class _Setup:
             batch = data.num_samples
         self.batch = batch
         self.first_labels, self.first = next(data.labeled_batches(batch))
-        self.student = runtime.make_session(self.model)
-        self.names = [o.name for o in self.student.get_outputs()]
-        outputs = self.student.run(None, self.first)
-        self.teacher = None
-        teacher_outputs = None
+        self.heads = output_heads(self.model)
+        values = tensor_values(self.model, self.heads, self.first)
+        outputs = [values[o.name] for o in self.model.graph.output]
+        self.teacher: _Tensors | None = None
+        teacher_values, teacher_heads = None, None
         if settings.loss == "distill":
             teacher = runtime_ready(onnx.load_from_string(job.teacher)) if job.teacher \
                 else self.model
-            self.teacher = runtime.make_session(teacher)
-            teacher_outputs = self.teacher.run(None, self.first)
-        self.plan = plan_loss(settings.loss, self.names, outputs, teacher_outputs,
-                              settings.temperature, settings.loss_weights)
+            teacher_heads = output_heads(teacher)
+            self.teacher = _Tensors(teacher, teacher_heads)
+            teacher_values = self.teacher(self.first)
+        self.plan = plan_loss(settings.loss, self.heads, values, teacher_values,
+                              settings.temperature, settings.loss_weights, teacher_heads)
         self.bn_mode, self.bn_note = self._bn_mode(settings.bn)
         self._build(job, folder, report, outputs)
 
@@ -240,6 +242,23 @@ class _Setup:
         self.notes = legal.notes() + ([self.bn_note] if self.bn_note else [])
 
 
+class _Tensors:
+    """A model's outputs and head logits by name, from one session."""
+
+    def __init__(self, model: onnx.ModelProto, heads: list) -> None:
+        self.session = runtime.make_session(with_logit_outputs(model, heads))
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.names, self.session.run(None, feeds)))
+
+
+def tensor_values(model: onnx.ModelProto, heads: list, feeds: dict[str, np.ndarray],
+                  ) -> dict[str, np.ndarray]:
+    """Outputs and head logits of ``model`` on ``feeds``, by name (what losses read)."""
+    return _Tensors(model, heads)(feeds)
+
+
 def _apply_masks(state: Any, masks: dict[str, np.ndarray]) -> None:
     for name, mask in masks.items():
         parameter = state.parameters[name]
@@ -249,27 +268,28 @@ def _apply_masks(state: Any, masks: dict[str, np.ndarray]) -> None:
 class _TeacherCache:
     """Teacher outputs per sample position, computed once (at most ``limit`` bytes)."""
 
-    def __init__(self, session: Any, samples: int, limit: int = 256 << 20) -> None:
-        self.session, self.samples, self.limit = session, samples, limit
-        self.store: list[np.ndarray] | None = None
+    def __init__(self, tensors: _Tensors | None, samples: int, limit: int = 256 << 20) -> None:
+        self.tensors, self.samples, self.limit = tensors, samples, limit
+        self.store: dict[str, np.ndarray] | None = None
         self.filled = np.zeros(samples, dtype=bool)
-        self.enabled = session is not None
+        self.enabled = tensors is not None
 
-    def __call__(self, batch) -> list[np.ndarray]:
-        if self.session is None:
-            return []
+    def __call__(self, batch) -> dict[str, np.ndarray]:
+        if self.tensors is None:
+            return {}
         pos = batch.positions
         if self.store is not None and self.filled[pos].all():
-            return [s[pos] for s in self.store]
-        outputs = self.session.run(None, batch.feeds)
+            return {k: s[pos] for k, s in self.store.items()}
+        outputs = self.tensors(batch.feeds)
         if self.enabled and self.store is None:
-            size = sum(o.nbytes for o in outputs) // len(pos) * self.samples
+            size = sum(o.nbytes for o in outputs.values()) // len(pos) * self.samples
             self.enabled = size <= self.limit
             if self.enabled:
-                self.store = [np.zeros((self.samples, *o.shape[1:]), o.dtype) for o in outputs]
+                self.store = {k: np.zeros((self.samples, *o.shape[1:]), o.dtype)
+                              for k, o in outputs.items()}
         if self.store is not None:
-            for store, value in zip(self.store, outputs):
-                store[pos] = value
+            for name, value in outputs.items():
+                self.store[name][pos] = value
             self.filled[pos] = True
         return outputs
 
@@ -348,14 +368,15 @@ def run_job(job: Job, report: Report) -> dict:
             legal = with_weights(setup.legal.model, arrays)
         exported = with_weights(setup.model, arrays)
         reference = runtime.make_session(legal, optimize=False).run(None, setup.first)
-        outputs = runtime.make_session(exported).run(None, setup.first)
+        exported_values = tensor_values(exported, setup.heads, setup.first)
+        outputs = [exported_values[o.name] for o in exported.graph.output]
         export_diff = max_relative_diff(outputs, reference)
         if export_diff > 1e-4:
             raise VerificationError(
                 f"the fine-tuned model differs from its training form by {export_diff:.1e}; "
                 "this is an onnxprune bug, please report it")
-        loss_feeds = setup.plan.feeds(setup.teacher.run(None, setup.first)
-                                      if setup.teacher else [], setup.first_labels)
+        loss_feeds = setup.plan.feeds(setup.teacher(setup.first) if setup.teacher else {},
+                                      setup.first_labels)
         setup.module.eval()
         eval_feeds = {**setup.first, **loss_feeds}
         eval_loss = float(setup.module(*[eval_feeds[n] for n in setup.module.input_names()]))
@@ -368,7 +389,7 @@ def run_job(job: Job, report: Report) -> dict:
             "seconds": round(seconds, 3),
             "samples_per_second": round(steps * setup.batch / seconds, 1) if seconds else None,
             "export_diff": export_diff, "eval_loss": eval_loss,
-            "exported_loss": setup.plan.value(outputs, loss_feeds),
+            "exported_loss": setup.plan.value(exported_values, loss_feeds),
             "trainable_params": int(sum(np.asarray(a).size for n, a in arrays.items()
                                         if n in setup.trainable)),
         }
