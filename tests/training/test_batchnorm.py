@@ -7,7 +7,8 @@ import onnx
 import pytest
 
 from onnxprune.data import synthetic_source
-from onnxprune.graph import load_model, runtime
+from onnxprune.graph import load_model
+from onnxprune.graph.outputs import output_heads
 from onnxprune.training import finetune
 from onnxprune.training.batchnorm import (
     batch_statistics_model,
@@ -15,7 +16,6 @@ from onnxprune.training.batchnorm import (
     recalibrate,
     statistics_mismatch,
 )
-from onnxprune.graph.outputs import output_heads
 from onnxprune.training.losses import plan_loss
 from onnxprune.training.params import with_weights
 from onnxprune.training.probe import probe_values
