@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "DataError",
     "ExitCode",
+    "FrozenError",
     "InvalidModelError",
     "OnnxPruneError",
     "OutputError",
@@ -37,6 +38,7 @@ class ExitCode(enum.IntEnum):
     RUNTIME_MISSING = 7
     VERIFICATION = 8
     OUTPUT = 9
+    FROZEN = 10
     INTERRUPTED = 130
 
 
@@ -96,3 +98,10 @@ class OutputError(OnnxPruneError):
     """The output could not be written (same path as input, folder missing, disk full)."""
 
     exit_code = ExitCode.OUTPUT
+
+
+class FrozenError(OnnxPruneError):
+    """Fine-tuning would leave more than 10% of the prunable parameters frozen (ops ONNX
+    Runtime training cannot differentiate); ``--allow-frozen`` accepts it."""
+
+    exit_code = ExitCode.FROZEN

@@ -74,6 +74,7 @@ class CompressOptions(pydantic.BaseModel):
     max_drop: float | None = pydantic.Field(None, ge=0.0)
     work_dir: str | None = None  # progressive runs: default <output>.steps
     resume: bool = False
+    allow_frozen: bool = False  # fine-tune even when > 10% of the weights cannot train
 
     @pydantic.model_validator(mode="after")
     def _check_mode(self) -> CompressOptions:

@@ -121,6 +121,9 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.option("--eval-data", type=click.Path(path_type=str),
               help="Held-out data (.npz, labels optional) for per-step and final "
                    "accuracy/fidelity (default: the calibration subset of --data).")
+@click.option("--allow-frozen", is_flag=True,
+              help="Fine-tune even when ONNX Runtime training cannot train more than 10% of "
+                   "the prunable parameters (else exit 10).")
 # -- end of sparsity/fine-tuning options
 @click.pass_context
 @guard
@@ -137,7 +140,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     names += [*DATA_OPTION_NAMES, "allocation", "sensitivity_ratios", "recover"]
     names += ["mode", "nm", "quantize", "steps", "finetune_epochs", "lr", "loss", "optimizer",
               "temperature", "eval_data", "train_steps", "max_drop", "holdout", "work_dir",
-              "resume"]
+              "resume", "allow_frozen"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:
@@ -186,12 +189,24 @@ def _print_summary(result: Any) -> None:
     stdout.print(layers)
     if result.steps:  # progressive pruning (onnxprune.training)
         _print_steps(result.steps)
+        _print_trainable(result.steps)
         _print_budget(result.budget)
     check = result.verification or {}
     diff = check.get("max_rel_diff")
     stdout.print(f"removed {100 * result.achieved:.1f}% of {result.options['metric']}; "
                  "ONNX Runtime check passed"
                  + (f"; max deviation from masked original {diff:.1e}" if diff is not None else ""))
+
+
+def _print_trainable(steps: list[dict]) -> None:
+    """The last fine-tuning's trainable share and frozen nodes (onnxprune.training)."""
+    last = next((s for s in reversed(steps) if s.get("trainable")), None)
+    if last is None:
+        return
+    line = f"fine-tuning (step {last['step']}): trainable: {last['trainable']}"
+    if last.get("frozen"):
+        line += f"; frozen: {last['frozen']}"
+    stdout.print(line, markup=False)
 
 
 def _print_budget(budget: dict | None) -> None:

@@ -66,6 +66,7 @@ class FinetuneResult:
     exported_loss: float
     trainable_params: int
     bn: str = "batch"
+    trainable_share: dict = dataclasses.field(default_factory=dict)
 
     @property
     def final_loss(self) -> float | None:

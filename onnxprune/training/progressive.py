@@ -57,6 +57,7 @@ import onnx_ir as ir
 
 from onnxprune.errors import UnreachableTargetError, UsageError
 from onnxprune.training.schedule import cubic_schedule, step_target
+from onnxprune.training.trainer import finetune_row
 from onnxprune.training.workdir import WorkDir
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def _row(step: int, goal: float, achieved: float, pruned, before: dict, after: d
     row.update(_ordered(before, "_pruned"))
     if summary is not None:
         row["loss"] = summary["final_loss"]
+        row.update(finetune_row(summary))
     row.update({"params": pruned.params_after, "macs": pruned.macs_after,
                 "target": round(goal, 6), "seconds": round(seconds, 3)})
     if step == 1 and "reference_accuracy" in before:
@@ -267,7 +269,8 @@ class _Run:
                           epochs=options.epochs() or 1.0, lr=options.lr,
                           optimizer=options.optimizer, batch_size=options.batch_size,
                           seed=seed, temperature=options.temperature, progress=report,
-                          max_steps=options.train_steps)
+                          max_steps=options.train_steps,
+                          allow_frozen=getattr(options, "allow_frozen", False))
         return result.model, result.summary()
 
     # -- the budget (rule 4) ----------------------------------------------------------

@@ -27,7 +27,8 @@ Steps of :func:`run_job`:
 
 from __future__ import annotations
 
-__all__ = ["MAX_RETRIES", "Job", "Settings", "lr_at", "run_job"]
+__all__ = ["MAX_RETRIES", "MIN_TRAINABLE", "Job", "Settings", "finetune_row", "lr_at",
+           "run_job", "share_line", "tensor_values", "trainable_share"]
 
 import dataclasses
 import logging
@@ -42,7 +43,13 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.data import DataSource
-from onnxprune.errors import DataError, UnsupportedModelError, UsageError, VerificationError
+from onnxprune.errors import (
+    DataError,
+    FrozenError,
+    UnsupportedModelError,
+    UsageError,
+    VerificationError,
+)
 from onnxprune.graph import runtime
 from onnxprune.graph.outputs import output_heads, with_logit_outputs
 from onnxprune.training.batches import shuffled_batches, steps_per_epoch
@@ -61,6 +68,7 @@ from onnxprune.training.params import select_frozen, trainable_candidates, with_
 logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 4
+MIN_TRAINABLE = 0.9  # below this share of the weights, fine-tuning stops (FrozenError)
 BN_MISMATCH = 0.2  # relative output distance above which bn="auto" keeps BN statistics
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -88,6 +96,7 @@ class Settings:
     bn_samples: int = 2048
     shuffle_pool: int = 8192
     max_steps: int | None = None
+    allow_frozen: bool = False
 
     def validate(self) -> None:
         if self.epochs <= 0 and not self.max_steps:
@@ -240,6 +249,27 @@ class _Setup:
             break
         self.legal, self.trainable, self.frozen = legal, trainable, sorted(frozen)
         self.notes = legal.notes() + ([self.bn_note] if self.bn_note else [])
+        chosen = [c for c in candidates if c not in select_frozen(candidates, settings.frozen)]
+        self.share = trainable_share(self.model, chosen, trainable)
+        self._check_share(settings.allow_frozen, legal.frozen_nodes)
+
+    def _check_share(self, allow: bool, frozen_nodes: dict[str, str]) -> None:
+        """Step 4b: at least ``MIN_TRAINABLE`` of the weights must train, unless allowed."""
+        share = self.share
+        line = share_line(share)
+        self.notes.insert(0, line)
+        if share["fraction"] >= MIN_TRAINABLE:
+            logger.info("%s", line)
+            return
+        nodes = "; ".join(f"{k}: {v}" for k, v in list(frozen_nodes.items())[:5])
+        more = f" (and {len(frozen_nodes) - 5} more)" if len(frozen_nodes) > 5 else ""
+        if not allow:
+            raise FrozenError(
+                f"fine-tuning would train only {line.split(': ', 1)[1]}: ONNX Runtime training "
+                f"cannot differentiate {nodes}{more}. Pass --allow-frozen (allow_frozen=True) "
+                "to fine-tune the rest anyway, or --finetune-epochs 0 to skip fine-tuning")
+        logger.warning("--allow-frozen: fine-tuning trains only %s; frozen: %s%s",
+                       line.split(": ", 1)[1], nodes, more)
 
 
 class _Tensors:
@@ -257,6 +287,41 @@ def tensor_values(model: onnx.ModelProto, heads: list, feeds: dict[str, np.ndarr
                   ) -> dict[str, np.ndarray]:
     """Outputs and head logits of ``model`` on ``feeds``, by name (what losses read)."""
     return _Tensors(model, heads)(feeds)
+
+
+def trainable_share(model: onnx.ModelProto, candidates: list[str], trainable: list[str],
+                    ) -> dict:
+    """``{"trainable", "total", "fraction"}``: parameters (elements) trained of those the
+    user did not freeze."""
+    sizes = {t.name: int(np.prod(t.dims)) if t.dims else 1 for t in model.graph.initializer}
+    total = sum(sizes.get(c, 0) for c in candidates)
+    trained = sum(sizes.get(c, 0) for c in trainable)
+    return {"trainable": trained, "total": total,
+            "fraction": round(trained / total, 6) if total else 1.0}
+
+
+def share_line(share: dict) -> str:
+    """``trainable: X of Y parameters (Z%)``."""
+    return (f"trainable: {share['trainable']} of {share['total']} parameters "
+            f"({100 * share['fraction']:.1f}%)")
+
+
+def finetune_row(summary: dict) -> dict:
+    """What a fine-tuning summary (``FinetuneResult.summary()``) adds to a progressive
+    step's row, as flat values: the trainable share, the frozen nodes with reasons, and
+    the tensor every loss term reads."""
+    row: dict[str, Any] = {}
+    share = summary.get("trainable_share") or {}
+    if share:
+        row["trainable"] = share_line(share).split(": ", 1)[1]
+        row["trainable_fraction"] = share["fraction"]
+    if summary.get("frozen_nodes"):
+        row["frozen"] = "; ".join(f"{k}: {v}" for k, v in summary["frozen_nodes"].items())
+    terms = (summary.get("loss") or {}).get("terms")
+    if terms:
+        row["loss_reads"] = ", ".join(f"{t['output']} <- {t['reads']} ({t['kind']})"
+                                      for t in terms)
+    return row
 
 
 def _apply_masks(state: Any, masks: dict[str, np.ndarray]) -> None:
@@ -392,6 +457,7 @@ def run_job(job: Job, report: Report) -> dict:
             "exported_loss": setup.plan.value(exported_values, loss_feeds),
             "trainable_params": int(sum(np.asarray(a).size for n, a in arrays.items()
                                         if n in setup.trainable)),
+            "trainable_share": setup.share,
         }
 
 
