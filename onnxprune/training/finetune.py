@@ -23,7 +23,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["FinetuneResult", "finetune"]
+__all__ = ["FinetuneResult", "finetune", "trainability"]
 
 import dataclasses
 import logging
@@ -40,7 +40,7 @@ from onnxprune.graph import runtime
 from onnxprune.training.isolate import run_isolated
 from onnxprune.training.ort import import_training, runtime_ready
 from onnxprune.training.params import untie_weights, with_weights
-from onnxprune.training.trainer import Job, Settings, run_job
+from onnxprune.training.trainer import Job, Settings, inspect_job, run_job
 
 logger = logging.getLogger(__name__)
 
@@ -169,3 +169,19 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
     for note in out["notes"]:
         logger.info("%s", note)
     return FinetuneResult(model=tuned, **out)
+
+
+def trainability(model: onnx.ModelProto, data: DataSource, *, loss: str = "distill",
+                 batch_size: int = 32, isolate: bool = True, **settings: Any) -> dict:
+    """What :func:`finetune` would train, without training: the model is legalized and
+    its training artifacts are built and loaded. Returns ``trainable_share``
+    (``{"trainable", "total", "fraction"}``), ``frozen_nodes`` (node -> reason),
+    ``rewritten`` (op -> count), ``loss`` (the loss terms) and ``trainable`` (names)."""
+    options = Settings(loss=loss, batch_size=int(batch_size), **settings)
+    options.validate()
+    import_training()
+    model, _ = untie_weights(model)
+    job = Job(model.SerializeToString(), None, data, options)
+    if isolate:
+        return run_isolated(inspect_job, job, what="building the training graph")
+    return inspect_job(job, lambda kind, payload: None)

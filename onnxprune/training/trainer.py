@@ -27,8 +27,8 @@ Steps of :func:`run_job`:
 
 from __future__ import annotations
 
-__all__ = ["MAX_RETRIES", "MIN_TRAINABLE", "Job", "Settings", "finetune_row", "lr_at",
-           "run_job", "share_line", "tensor_values", "trainable_share"]
+__all__ = ["MAX_RETRIES", "MIN_TRAINABLE", "Job", "Settings", "finetune_row",
+           "inspect_job", "lr_at", "run_job", "share_line", "tensor_values", "trainable_share"]
 
 import dataclasses
 import logging
@@ -459,6 +459,18 @@ def run_job(job: Job, report: Report) -> dict:
                                         if n in setup.trainable)),
             "trainable_share": setup.share,
         }
+
+
+def inspect_job(job: Job, report: Report) -> dict:
+    """Steps 1-4 only (legalize, build the artifacts, load them; no training): what would
+    train. ``allow_frozen`` is implied, so a low share is returned, not raised."""
+    job.settings.validate()
+    job.settings.allow_frozen = True
+    with scratch_folder() as folder:
+        setup = _Setup(job, folder, report)
+        return {"trainable_share": setup.share, "frozen_nodes": setup.legal.frozen_nodes,
+                "rewritten": setup.legal.rewritten, "loss": setup.plan.to_dict(),
+                "trainable": setup.trainable, "notes": setup.notes}
 
 
 def initializer_arrays(model: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]:
