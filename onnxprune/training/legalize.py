@@ -10,7 +10,8 @@ docs/finetune.md). :func:`legalize` returns a copy in which:
    opset 11), so such a training graph does not build at all. The conversion is used
    only when it runs and equals the model on the probe batch; else the model keeps its
    opset (and the ``Clip`` rule of :mod:`legal_pointwise` still makes Clip train). The
-   exported inference model keeps the original opset (only weights map back).
+   exported inference model keeps the original opset (only weights map back). An IR < 4
+   model (initializers listed as graph inputs) becomes IR 7 without those inputs.
 1. Every graph input has the static training batch (AveragePool with a symbolic
    batch crashes ORT training with SIGFPE) and ``value_info`` is dropped.
 2. Each node whose op has a rule in :data:`RULES` (:mod:`legal_pointwise`,
@@ -203,7 +204,7 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
     leaves it to ORT, which trains it with batch statistics. ``warn=False`` leaves the
     frozen nodes to the caller (``Legalized.frozen_nodes``) instead of logging them.
     """
-    from onnxprune.training import legal_pointwise, legal_spatial  # noqa: F401  (rules)
+    from onnxprune.training import legal_pointwise, legal_spatial, legal_window  # noqa: F401
     from onnxprune.training.probe import probe_values
 
     proto = _training_opset(model, feeds)
@@ -266,12 +267,18 @@ def _training_opset(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
 
     proto = onnx.ModelProto()
     proto.CopyFrom(model)
+    if proto.ir_version < 4:  # IR 3 lists initializers as inputs; rules add initializers
+        names = {t.name for t in proto.graph.initializer}
+        inputs = [i for i in proto.graph.input if i.name not in names]
+        del proto.graph.input[:]
+        proto.graph.input.extend(inputs)
+        proto.ir_version = 7
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if not 0 < opset < TRAINING_OPSET:
         return proto
     try:
         converted = onnx.version_converter.convert_version(proto, TRAINING_OPSET)
-        converted.ir_version = max(converted.ir_version, proto.ir_version)
+        converted.ir_version = max(converted.ir_version, proto.ir_version, 7)
         before = runtime.make_session(proto, optimize=False).run(None, feeds)
         after = runtime.make_session(converted, optimize=False).run(None, feeds)
         diff = max_relative_diff(after, before)

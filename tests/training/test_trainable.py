@@ -1,0 +1,139 @@
+"""Every layer trains: Clip in every opset form, the trainable share and its 90% guard."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from onnxprune.cli import main
+from onnxprune.data import DataSource, model_input_specs
+from onnxprune.errors import ExitCode, FrozenError
+from onnxprune.graph.io import model_from_proto
+from onnxprune.training import finetune
+from onnxprune.training import legalize as legalize_module
+from onnxprune.training.finetune import trainability
+from onnxprune.training.legalize import legalize
+from tests.builders import GraphBuilder
+from tests.training.helpers import (
+    feeds_for,
+    hardswish_se_model,
+    op_model,
+    ort_gradient,
+    outputs,
+)
+from tests.training.test_fixtures import perturbed
+
+
+def source(model: onnx.ModelProto, samples: int = 64, seed: int = 0, **arrays) -> DataSource:
+    specs = model_input_specs(model_from_proto(model))
+    rng = np.random.default_rng(seed)
+    data = {s.name: rng.standard_normal((samples, *s.shape[1:])).astype(np.float32)
+            for s in specs}
+    return DataSource.from_arrays({**data, **arrays}, specs)
+
+
+@pytest.mark.parametrize("opset,form", [(11, "constant"), (11, "initializer"),
+                                        (11, "computed"), (10, "attributes"),
+                                        (13, "constant")])
+def test_hardswish_clip_model_trains_every_layer_and_its_loss_falls(opset, form):
+    teacher = hardswish_se_model(opset=opset, form=form)
+    student = perturbed(teacher, scale=0.5)
+    result = finetune(student, source(teacher), teacher=teacher, epochs=4, lr=5e-3,
+                      batch_size=16, isolate=False)
+    share = result.trainable_share
+    assert share["fraction"] >= 0.99 and not result.frozen_nodes, result.frozen_nodes
+    assert result.notes[0].startswith(f"trainable: {share['trainable']} of {share['total']}")
+    (term,) = result.loss["terms"]
+    assert term["kind"] == "kl" and term["reads"] != term["output"]  # the Softmax's input
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert result.export_diff < 1e-5
+    # the exported model keeps the original opset and op structure
+    assert result.model.opset_import[0].version == opset
+    assert [n.op_type for n in result.model.graph.node] == \
+        [n.op_type for n in teacher.graph.node]
+
+
+@pytest.mark.parametrize("extra,attrs", [([0.0, 6.0], {}), ([-0.5], {}), (["", 0.5], {})],
+                         ids=["both", "min_only", "max_only"])
+def test_clip_rule_below_opset_12_is_max_min_with_exact_gradient(monkeypatch, extra, attrs):
+    monkeypatch.setattr(legalize_module, "TRAINING_OPSET", 0)  # no conversion: the rule alone
+    extra = [e if isinstance(e, str) else np.array(e, np.float32) for e in extra]
+    model = op_model("Clip", opset=11, extra=extra, **attrs)
+    feeds = feeds_for(model)
+    legal = legalize(model, 3, feeds)
+    ops = {n.op_type for n in legal.model.graph.node}
+    assert "Clip" not in ops and ops & {"Max", "Min"} and legal.rewritten == {"Clip": 1}
+    np.testing.assert_allclose(outputs(legal.model, feeds)[0], outputs(model, feeds)[0],
+                               rtol=1e-6)
+    projection = np.random.default_rng(0).standard_normal(outputs(model, feeds)[0].shape)
+    grad = ort_gradient(model, feeds, "w0", projection)
+    # the reference: ORT's own Clip gradient, which works from opset 12 on (finite
+    # differences are too noisy across the many kinks of a clipped conv output)
+    reference = ort_gradient(op_model("Clip", opset=13, extra=extra, **attrs), feeds, "w0",
+                             projection)
+    assert np.abs(grad).max() > 0.1
+    np.testing.assert_allclose(grad, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_attribute_clip_of_opset_10_is_rewritten_with_its_bounds(monkeypatch):
+    monkeypatch.setattr(legalize_module, "TRAINING_OPSET", 0)
+    model = op_model("Clip", opset=10, min=-0.25, max=0.75)
+    feeds = feeds_for(model)
+    legal = legalize(model, 3, feeds)
+    assert legal.rewritten == {"Clip": 1}
+    np.testing.assert_allclose(outputs(legal.model, feeds)[0], outputs(model, feeds)[0])
+
+
+def frozen_model() -> onnx.ModelProto:
+    """Two convs (most of the weights) before GlobalLpPool, which ONNX Runtime 1.19 cannot
+    differentiate and no rule rewrites, then a small Gemm."""
+    b = GraphBuilder(opset=17, seed=0)
+    x = b.input(["N", 3, 8, 8], name="x")
+    h = b.op("Relu", [b.conv(x, 3, 16, name="conv1")])
+    h = b.op("GlobalLpPool", [b.conv(h, 16, 16, name="conv2")], name="lp")
+    y = b.op("Gemm", [b.op("Flatten", [h]), b.weight(4, 16), b.weight(4)], transB=1)
+    b.output(y)
+    return b.model()
+
+
+def test_mostly_frozen_fine_tuning_stops_unless_allowed(caplog):
+    model = frozen_model()
+    data = source(model, 32)
+    with pytest.raises(FrozenError, match="--allow-frozen") as raised:
+        finetune(perturbed(model), data, teacher=model, epochs=1, isolate=False)
+    assert raised.value.exit_code == ExitCode.FROZEN == 10
+    assert "GlobalLpPool 'lp'" in str(raised.value)
+    with caplog.at_level(logging.WARNING):
+        result = finetune(perturbed(model), data, teacher=model, epochs=1, isolate=False,
+                          allow_frozen=True)
+    assert result.trainable_share["fraction"] < 0.1
+    assert "GlobalLpPool 'lp'" in result.frozen_nodes
+    assert any("--allow-frozen: fine-tuning trains only" in r.message for r in caplog.records)
+
+
+def test_cli_exits_10_when_fine_tuning_would_freeze_most_weights(tmp_path):
+    model = frozen_model()
+    onnx.save(model, tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((48, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x)
+    args = ["compress", str(tmp_path / "m.onnx"), "-t", "0.2", "-o", str(tmp_path / "o.onnx"),
+            "--steps", "1", "--finetune-epochs", "1", "--data", str(tmp_path / "d.npz"),
+            "--criterion", "l1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == ExitCode.FROZEN, result.output
+    assert "--allow-frozen" in result.output and not (tmp_path / "o.onnx").exists()
+    result = CliRunner().invoke(main, [*args, "--allow-frozen"])
+    assert result.exit_code == 0, result.output
+    assert "trainable: " in result.output and "GlobalLpPool" in result.output
+
+
+def test_trainability_reports_without_training():
+    model = hardswish_se_model()
+    report = trainability(model, source(model, 8), batch_size=4, isolate=False)
+    assert report["trainable_share"]["fraction"] == 1.0 and not report["frozen_nodes"]
+    assert report["loss"]["terms"][0]["reads"] != report["loss"]["terms"][0]["output"]
