@@ -9,7 +9,9 @@ Rules:
    ``Constant`` nodes or shared through ``Identity(initializer)`` become initializers
    first (:func:`onnxprune.training.params.untie_weights`, noted in ``notes``).
 2. ``loss="distill"`` (default) learns the outputs of ``teacher`` (default: the
-   model as given) on the same batch; ``ce`` and ``mse`` use the data's labels.
+   model as given) on the same batch; ``ce`` and ``mse`` use the data's labels. Losses
+   read the logits of outputs that end in Softmax/LogSoftmax/Sigmoid
+   (:mod:`onnxprune.training.losses`).
 3. ``masks`` maps initializer names to 0/1 arrays of the same shape; masked weights
    are zeroed before training and after every optimizer step, so they stay zero (the
    default teacher is then the given model before masking).
@@ -67,6 +69,7 @@ class FinetuneResult:
     trainable_params: int
     bn: str = "batch"
     trainable_share: dict = dataclasses.field(default_factory=dict)
+    early_stopping: dict = dataclasses.field(default_factory=dict)
 
     @property
     def final_loss(self) -> float | None:
@@ -124,7 +127,7 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
              batch_size: int = 32, seed: int = 0, frozen: Iterable[str] = (),
              masks: dict[str, np.ndarray] | None = None,
              progress: Callable[[dict], Any] | None = None, isolate: bool = True,
-             **settings: Any) -> FinetuneResult:
+             eval_data: DataSource | None = None, **settings: Any) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` (rules 1-5).
 
     Extra keyword arguments are :class:`onnxprune.training.trainer.Settings` fields:
@@ -134,7 +137,10 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
     BatchNormalization with batch statistics and recompute the running ones afterwards;
     ``frozen``: keep inference semantics; ``auto``, the default: ``batch`` when the
     stored statistics fit the data), ``recalibrate_bn`` (True),
-    ``bn_samples``, ``shuffle_pool``, ``max_steps`` (stop early).
+    ``bn_samples``, ``shuffle_pool``, ``max_steps`` (stop early), ``allow_frozen``
+    (False: raise :class:`FrozenError`, exit 10, when less than 90% of the weights can
+    train), ``patience`` (2). ``eval_data``: a held-out split scored after every epoch;
+    the best epoch's weights are kept (``early_stopping`` in the result).
     """
     unknown = set(settings) - {f.name for f in dataclasses.fields(Settings)}
     if unknown:
@@ -151,7 +157,7 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
         model = with_weights(model, {t.name: numpy_helper.to_array(t) * masks[t.name]
                                      for t in model.graph.initializer if t.name in masks})
     job = Job(model.SerializeToString(), teacher.SerializeToString() if teacher else None,
-              data, options, masks)
+              data, options, masks, eval_data)
 
     def on_report(kind: str, payload: Any) -> None:
         if kind == "progress" and progress is not None:

@@ -270,7 +270,8 @@ class _Run:
                           optimizer=options.optimizer, batch_size=options.batch_size,
                           seed=seed, temperature=options.temperature, progress=report,
                           max_steps=options.train_steps,
-                          allow_frozen=getattr(options, "allow_frozen", False))
+                          allow_frozen=getattr(options, "allow_frozen", False),
+                          eval_data=self.data.evaluation)
         return result.model, result.summary()
 
     # -- the budget (rule 4) ----------------------------------------------------------

@@ -15,8 +15,12 @@ Steps of :func:`run_job`:
 4. Build the artifacts. When ONNX Runtime rejects an op at build or load time, the
    nodes of that op are frozen and the build is retried (at most
    ``MAX_RETRIES`` times); the rejection is reported as a warning.
-5. Train: shuffled fixed-size batches, learning rate per step from the schedule,
-   masks re-applied after every optimizer step.
+5. Train: shuffled fixed-size batches, learning rate per step from the schedule
+   (linear warm-up over ``warmup`` of the steps, then cosine decay by default),
+   masks re-applied after every optimizer step. With a held-out split
+   (``Job.evaluation``) the held-out loss is measured after every epoch, the best
+   epoch's weights are kept and training stops after ``patience`` epochs without
+   improvement (:mod:`onnxprune.training.early_stop`).
 6. Recompute BatchNormalization statistics (:mod:`onnxprune.training.batchnorm`) and
    write them into the checkpoint (with ``recalibrate_bn=False``: export the running
    statistics ORT updated with momentum while training), then check that the original
@@ -54,6 +58,7 @@ from onnxprune.graph import runtime
 from onnxprune.graph.outputs import output_heads, with_logit_outputs
 from onnxprune.training.batches import shuffled_batches, steps_per_epoch
 from onnxprune.training.batchnorm import batchnorm_stats, recalibrate, statistics_mismatch
+from onnxprune.training.early_stop import HeldOut
 from onnxprune.training.legalize import legalize, max_relative_diff
 from onnxprune.training.losses import append_loss, plan_loss
 from onnxprune.training.ort import (
@@ -97,6 +102,7 @@ class Settings:
     shuffle_pool: int = 8192
     max_steps: int | None = None
     allow_frozen: bool = False
+    patience: int = 2  # epochs without a better held-out loss before stopping
 
     def validate(self) -> None:
         if self.epochs <= 0 and not self.max_steps:
@@ -125,6 +131,7 @@ class Job:
     data: DataSource
     settings: Settings
     masks: dict[str, np.ndarray] | None = None
+    evaluation: DataSource | None = None  # held-out split: early stopping (early_stop.py)
 
 
 def lr_at(step: int, total: int, settings: Settings) -> float:
@@ -317,6 +324,9 @@ def finetune_row(summary: dict) -> dict:
         row["trainable_fraction"] = share["fraction"]
     if summary.get("frozen_nodes"):
         row["frozen"] = "; ".join(f"{k}: {v}" for k, v in summary["frozen_nodes"].items())
+    stopping = summary.get("early_stopping") or {}
+    if stopping.get("early_stopping"):
+        row["epochs_run"], row["best_epoch"] = stopping["epochs_run"], stopping["best_epoch"]
     terms = (summary.get("loss") or {}).get("terms")
     if terms:
         row["loss_reads"] = ", ".join(f"{t['output']} <- {t['reads']} ({t['kind']})"
@@ -359,7 +369,15 @@ class _TeacherCache:
         return outputs
 
 
-def _train(setup: _Setup, job: Job, report: Report) -> tuple[list[dict], float, int]:
+def _held_out(setup: _Setup, job: Job) -> HeldOut:
+    def loss_feeds(feeds: dict, labels: Any) -> dict:
+        return setup.plan.feeds(setup.teacher(feeds) if setup.teacher else {}, labels)
+
+    return HeldOut(job.evaluation, setup.batch, job.settings.patience, loss_feeds)
+
+
+def _train(setup: _Setup, job: Job, report: Report,
+           held: HeldOut) -> tuple[list[dict], float, int]:
     settings, data = job.settings, job.data
     module, optimizer, state = setup.module, setup.optimizer, setup.state
     masks = {k: np.asarray(v, np.float32) for k, v in (job.masks or {}).items()
@@ -400,6 +418,12 @@ def _train(setup: _Setup, job: Job, report: Report) -> tuple[list[dict], float, 
         history.append({"epoch": epoch, "steps": len(losses), "loss": float(np.mean(losses)),
                         "lr": lr, "seconds": round(seconds, 3),
                         "samples_per_second": round(len(losses) * setup.batch / seconds, 1)})
+        if held.active:
+            history[-1].update(held.after_epoch(epoch, module, state, setup.trainable))
+            if held.stopped:
+                break
+    if held.restore(state):
+        logger.info("kept the weights of epoch %d (lowest held-out loss)", held.best_epoch)
     return history, time.perf_counter() - started, step
 
 
@@ -417,7 +441,8 @@ def run_job(job: Job, report: Report) -> dict:
     job.settings.validate()
     with scratch_folder() as folder:
         setup = _Setup(job, folder, report)
-        history, seconds, steps = _train(setup, job, report)
+        held = _held_out(setup, job)
+        history, seconds, steps = _train(setup, job, report, held)
         state = setup.state
         arrays = {name: np.array(state.parameters[name].data) for name in setup.trainable}
         legal = with_weights(setup.legal.model, arrays)
@@ -457,7 +482,7 @@ def run_job(job: Job, report: Report) -> dict:
             "exported_loss": setup.plan.value(exported_values, loss_feeds),
             "trainable_params": int(sum(np.asarray(a).size for n, a in arrays.items()
                                         if n in setup.trainable)),
-            "trainable_share": setup.share,
+            "trainable_share": setup.share, "early_stopping": held.summary(),
         }
 
 

@@ -137,3 +137,66 @@ def test_trainability_reports_without_training():
     report = trainability(model, source(model, 8), batch_size=4, isolate=False)
     assert report["trainable_share"]["fraction"] == 1.0 and not report["frozen_nodes"]
     assert report["loss"]["terms"][0]["reads"] != report["loss"]["terms"][0]["output"]
+
+
+def test_early_stopping_keeps_the_best_held_out_epoch():
+    teacher = hardswish_se_model()
+    student = perturbed(teacher, scale=0.5)
+    train, held = source(teacher, 64, seed=0), source(teacher, 32, seed=1)
+    result = finetune(student, train, teacher=teacher, epochs=6, lr=5e-3, batch_size=16,
+                      isolate=False, eval_data=held, patience=1, lr_schedule="constant")
+    stopping = result.early_stopping
+    assert stopping["early_stopping"] and 1 <= stopping["best_epoch"] <= stopping["epochs_run"]
+    held_losses = [h["heldout_loss"] for h in result.history]
+    assert len(held_losses) == stopping["epochs_run"]
+    assert stopping["best_heldout_loss"] == pytest.approx(min(held_losses))
+    assert held_losses[-1] < held_losses[0]
+    # early stopping off without held-out data
+    plain = finetune(student, train, teacher=teacher, epochs=1, batch_size=16, isolate=False)
+    assert plain.early_stopping == {"early_stopping": False}
+
+
+class _Param:
+    def __init__(self, value: float) -> None:
+        self.data = np.array([value], np.float32)
+
+
+class _FakeModule:
+    """Eval loss = the parameter's value; records train/eval switches."""
+
+    def __init__(self, state) -> None:
+        self.state, self.modes = state, []
+
+    def input_names(self):
+        return ["x"]
+
+    def eval(self):
+        self.modes.append("eval")
+
+    def train(self):
+        self.modes.append("train")
+
+    def __call__(self, x):
+        return float(self.state.parameters["w"].data[0])
+
+
+def test_held_out_keeps_and_restores_the_best_weights_and_stops_after_patience():
+    from onnxprune.training.early_stop import HeldOut
+
+    class State:
+        parameters = {"w": _Param(0.0)}
+
+    state = State()
+    module = _FakeModule(state)
+    model = hardswish_se_model()
+    held = HeldOut(source(model, 8), 4, patience=2, loss_feeds=lambda feeds, labels: {
+        "x": next(iter(feeds.values()))})
+    for epoch, value in enumerate([3.0, 1.0, 2.0, 2.5], start=1):
+        state.parameters["w"].data = np.array([value], np.float32)
+        held.after_epoch(epoch, module, state, ["w"])
+        if held.stopped:
+            break
+    assert held.stopped and held.epochs == 4 and held.best_epoch == 2
+    assert held.restore(state) and float(state.parameters["w"].data[0]) == 1.0
+    assert module.modes[-1] == "train"
+    assert held.summary()["best_heldout_loss"] == 1.0
