@@ -25,7 +25,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["FinetuneResult", "finetune", "trainability"]
+__all__ = ["FinetuneResult", "finetune", "first_step", "trainability"]
 
 import dataclasses
 import logging
@@ -40,9 +40,10 @@ from onnxprune.data import DataSource
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.graph import runtime
 from onnxprune.training.isolate import run_isolated
+from onnxprune.training.jobs import first_step_job, inspect_job
 from onnxprune.training.ort import import_training, runtime_ready
 from onnxprune.training.params import untie_weights, with_weights
-from onnxprune.training.trainer import Job, Settings, inspect_job, run_job
+from onnxprune.training.trainer import Job, Settings, run_job
 
 logger = logging.getLogger(__name__)
 
@@ -191,3 +192,20 @@ def trainability(model: onnx.ModelProto, data: DataSource, *, loss: str = "disti
     if isolate:
         return run_isolated(inspect_job, job, what="building the training graph")
     return inspect_job(job, lambda kind, payload: None)
+
+
+def first_step(model: onnx.ModelProto, data: DataSource, *, teacher: onnx.ModelProto | None = None,
+               loss: str = "distill", batch_size: int = 32, isolate: bool = True,
+               **settings: Any) -> dict:
+    """One optimizer step of :func:`finetune` on the first ``batch_size`` samples of
+    ``data`` (in order): ``loss``, ``grad_norms`` and ``update_norms`` per trained
+    initializer, ``bn`` (the BatchNormalization mode used), ``plan`` (the loss terms)."""
+    options = Settings(loss=loss, batch_size=int(batch_size), **settings)
+    options.validate()
+    import_training()
+    model, _ = untie_weights(model)
+    job = Job(model.SerializeToString(), teacher.SerializeToString() if teacher else None,
+              data, options)
+    if isolate:
+        return run_isolated(first_step_job, job, what="one fine-tuning step")
+    return first_step_job(job, lambda kind, payload: None)

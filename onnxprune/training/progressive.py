@@ -57,7 +57,7 @@ import onnx_ir as ir
 
 from onnxprune.errors import UnreachableTargetError, UsageError
 from onnxprune.training.schedule import cubic_schedule, step_target
-from onnxprune.training.trainer import finetune_row
+from onnxprune.training.share import finetune_row
 from onnxprune.training.workdir import WorkDir
 
 logger = logging.getLogger(__name__)

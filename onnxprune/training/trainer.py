@@ -31,8 +31,8 @@ Steps of :func:`run_job`:
 
 from __future__ import annotations
 
-__all__ = ["MAX_RETRIES", "MIN_TRAINABLE", "Job", "Settings", "finetune_row",
-           "inspect_job", "lr_at", "run_job", "share_line", "tensor_values", "trainable_share"]
+__all__ = ["MAX_RETRIES", "MIN_TRAINABLE", "Job", "Settings", "finetune_row", "lr_at",
+           "run_job", "tensor_values"]
 
 import dataclasses
 import logging
@@ -55,7 +55,7 @@ from onnxprune.errors import (
     VerificationError,
 )
 from onnxprune.graph import runtime
-from onnxprune.graph.outputs import output_heads, with_logit_outputs
+from onnxprune.graph.outputs import output_heads
 from onnxprune.training.batches import shuffled_batches, steps_per_epoch
 from onnxprune.training.batchnorm import batchnorm_stats, recalibrate, statistics_mismatch
 from onnxprune.training.early_stop import HeldOut
@@ -69,6 +69,8 @@ from onnxprune.training.ort import (
     training_session_options,
 )
 from onnxprune.training.params import select_frozen, trainable_candidates, with_weights
+from onnxprune.training.share import finetune_row, share_line, trainable_share
+from onnxprune.training.tensors import Tensors, tensor_values
 
 logger = logging.getLogger(__name__)
 
@@ -190,13 +192,13 @@ class _Setup:
         self.heads = output_heads(self.model)
         values = tensor_values(self.model, self.heads, self.first)
         outputs = [values[o.name] for o in self.model.graph.output]
-        self.teacher: _Tensors | None = None
+        self.teacher: Tensors | None = None
         teacher_values, teacher_heads = None, None
         if settings.loss == "distill":
             teacher = runtime_ready(onnx.load_from_string(job.teacher)) if job.teacher \
                 else self.model
             teacher_heads = output_heads(teacher)
-            self.teacher = _Tensors(teacher, teacher_heads)
+            self.teacher = Tensors(teacher, teacher_heads)
             teacher_values = self.teacher(self.first)
         self.plan = plan_loss(settings.loss, self.heads, values, teacher_values,
                               settings.temperature, settings.loss_weights, teacher_heads)
@@ -251,7 +253,8 @@ class _Setup:
                 if key is None or key in extra or attempt == MAX_RETRIES:
                     raise UnsupportedModelError(
                         f"ONNX Runtime training cannot train this model: {message}") from exc
-                extra[key] = f"ONNX Runtime training rejected it: {message}"
+                extra[key] = ("ONNX Runtime training rejected it: "
+                              f"{message.split(' (log: ', 1)[0]}")
                 continue
             break
         self.legal, self.trainable, self.frozen = legal, trainable, sorted(frozen)
@@ -279,61 +282,6 @@ class _Setup:
                        line.split(": ", 1)[1], nodes, more)
 
 
-class _Tensors:
-    """A model's outputs and head logits by name, from one session."""
-
-    def __init__(self, model: onnx.ModelProto, heads: list) -> None:
-        self.session = runtime.make_session(with_logit_outputs(model, heads))
-        self.names = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.names, self.session.run(None, feeds)))
-
-
-def tensor_values(model: onnx.ModelProto, heads: list, feeds: dict[str, np.ndarray],
-                  ) -> dict[str, np.ndarray]:
-    """Outputs and head logits of ``model`` on ``feeds``, by name (what losses read)."""
-    return _Tensors(model, heads)(feeds)
-
-
-def trainable_share(model: onnx.ModelProto, candidates: list[str], trainable: list[str],
-                    ) -> dict:
-    """``{"trainable", "total", "fraction"}``: parameters (elements) trained of those the
-    user did not freeze."""
-    sizes = {t.name: int(np.prod(t.dims)) if t.dims else 1 for t in model.graph.initializer}
-    total = sum(sizes.get(c, 0) for c in candidates)
-    trained = sum(sizes.get(c, 0) for c in trainable)
-    return {"trainable": trained, "total": total,
-            "fraction": round(trained / total, 6) if total else 1.0}
-
-
-def share_line(share: dict) -> str:
-    """``trainable: X of Y parameters (Z%)``."""
-    return (f"trainable: {share['trainable']} of {share['total']} parameters "
-            f"({100 * share['fraction']:.1f}%)")
-
-
-def finetune_row(summary: dict) -> dict:
-    """What a fine-tuning summary (``FinetuneResult.summary()``) adds to a progressive
-    step's row, as flat values: the trainable share, the frozen nodes with reasons, and
-    the tensor every loss term reads."""
-    row: dict[str, Any] = {}
-    share = summary.get("trainable_share") or {}
-    if share:
-        row["trainable"] = share_line(share).split(": ", 1)[1]
-        row["trainable_fraction"] = share["fraction"]
-    if summary.get("frozen_nodes"):
-        row["frozen"] = "; ".join(f"{k}: {v}" for k, v in summary["frozen_nodes"].items())
-    stopping = summary.get("early_stopping") or {}
-    if stopping.get("early_stopping"):
-        row["epochs_run"], row["best_epoch"] = stopping["epochs_run"], stopping["best_epoch"]
-    terms = (summary.get("loss") or {}).get("terms")
-    if terms:
-        row["loss_reads"] = ", ".join(f"{t['output']} <- {t['reads']} ({t['kind']})"
-                                      for t in terms)
-    return row
-
-
 def _apply_masks(state: Any, masks: dict[str, np.ndarray]) -> None:
     for name, mask in masks.items():
         parameter = state.parameters[name]
@@ -343,7 +291,7 @@ def _apply_masks(state: Any, masks: dict[str, np.ndarray]) -> None:
 class _TeacherCache:
     """Teacher outputs per sample position, computed once (at most ``limit`` bytes)."""
 
-    def __init__(self, tensors: _Tensors | None, samples: int, limit: int = 256 << 20) -> None:
+    def __init__(self, tensors: Tensors | None, samples: int, limit: int = 256 << 20) -> None:
         self.tensors, self.samples, self.limit = tensors, samples, limit
         self.store: dict[str, np.ndarray] | None = None
         self.filled = np.zeros(samples, dtype=bool)
@@ -484,18 +432,6 @@ def run_job(job: Job, report: Report) -> dict:
                                         if n in setup.trainable)),
             "trainable_share": setup.share, "early_stopping": held.summary(),
         }
-
-
-def inspect_job(job: Job, report: Report) -> dict:
-    """Steps 1-4 only (legalize, build the artifacts, load them; no training): what would
-    train. ``allow_frozen`` is implied, so a low share is returned, not raised."""
-    job.settings.validate()
-    job.settings.allow_frozen = True
-    with scratch_folder() as folder:
-        setup = _Setup(job, folder, report)
-        return {"trainable_share": setup.share, "frozen_nodes": setup.legal.frozen_nodes,
-                "rewritten": setup.legal.rewritten, "loss": setup.plan.to_dict(),
-                "trainable": setup.trainable, "notes": setup.notes}
 
 
 def initializer_arrays(model: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]:
