@@ -193,15 +193,6 @@ def dropout(b: NodeBuilder) -> list[onnx.NodeProto]:
     return b.done()
 
 
-@rule("LSTM", "GRU", "RNN")
-def recurrent(b: NodeBuilder) -> str:
-    """Frozen: ONNX Runtime 1.19's CPU training of these ops crashed (SIGSEGV) on the
-    LSTM and GRU fixtures of both exporters (tests/training/test_fixtures.py); with the
-    node frozen, the layers after it train."""
-    return (f"{b.node.op_type} training crashed ONNX Runtime 1.19 (SIGSEGV) on the "
-            "recurrent fixtures")
-
-
 @rule("Pad")
 def pad(b: NodeBuilder) -> str | None:
     mode = b.attr("mode", "constant")

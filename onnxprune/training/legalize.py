@@ -204,7 +204,12 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
     leaves it to ORT, which trains it with batch statistics. ``warn=False`` leaves the
     frozen nodes to the caller (``Legalized.frozen_nodes``) instead of logging them.
     """
-    from onnxprune.training import legal_pointwise, legal_spatial, legal_window  # noqa: F401
+    from onnxprune.training import (  # noqa: F401  (the rules)
+        legal_pointwise,
+        legal_recurrent,
+        legal_spatial,
+        legal_window,
+    )
     from onnxprune.training.probe import probe_values
 
     proto = _training_opset(model, feeds)

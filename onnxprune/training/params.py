@@ -5,7 +5,8 @@ Rules:
 1. A float32 initializer is trainable when every use is a weight position: Conv /
    ConvTranspose weight and bias, Gemm/MatMul operands, the scale and bias of
    BatchNormalization / LayerNormalization / InstanceNormalization /
-   GroupNormalization, the PRelu slope, a Gather table (embeddings), or an operand of
+   GroupNormalization, the PRelu slope, a Gather table (embeddings), the W/R/B (and
+   LSTM peephole) tensors of LSTM/GRU/RNN, or an operand of
    Add/Sub/Mul/Div with more than one element (per-channel scales and shifts such as
    a decomposed LayerNorm's). Scalars (epsilons, exponents, GELU constants), shape
    operands and BatchNormalization running statistics are not.
@@ -39,7 +40,7 @@ WEIGHT_INPUTS = {
     "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (0, 1, 2), "MatMul": (0, 1),
     "BatchNormalization": (1, 2), "LayerNormalization": (1, 2),
     "InstanceNormalization": (1, 2), "GroupNormalization": (1, 2), "PRelu": (1,),
-    "Gather": (0,),
+    "Gather": (0,), "LSTM": (1, 2, 3, 7), "GRU": (1, 2, 3), "RNN": (1, 2, 3),
 }
 ARITHMETIC = {"Add", "Sub", "Mul", "Div"}
 _FLOATS = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)

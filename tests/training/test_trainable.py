@@ -200,3 +200,75 @@ def test_held_out_keeps_and_restores_the_best_weights_and_stops_after_patience()
     assert held.restore(state) and float(state.parameters["w"].data[0]) == 1.0
     assert module.modes[-1] == "train"
     assert held.summary()["best_heldout_loss"] == 1.0
+
+
+def recurrent_model(op: str, direction: str = "forward", peephole=False, initial=False,
+                    **attrs) -> onnx.ModelProto:
+    """x[N, 3, 4] -> Transpose -> LSTM/GRU (hidden 3, sequence 3) -> every output, flattened
+    and joined (ONNX Runtime runs only layout 0, so layout 1 cannot be compared here)."""
+    layout = 0
+    gates = {"LSTM": 4, "GRU": 3}[op]
+    dirs = 2 if direction == "bidirectional" else 1
+    b = GraphBuilder(opset=17, seed=5)
+    x = b.op("Transpose", [b.input(["N", 3, 4], name="x")], perm=[1, 0, 2])
+    def weight(name: str, *shape: int) -> str:
+        return b.init(b.rng.standard_normal(shape).astype(np.float32) * 0.5, name=name)
+
+    inputs = [x, weight("W", dirs, gates * 3, 4), weight("R", dirs, gates * 3, 3),
+              weight("B", dirs, 2 * gates * 3), ""]
+    if initial:
+        inputs.append(b.op("Tanh", [b.op("Constant", [], value=onnx.numpy_helper.from_array(
+            np.full((dirs, 2, 3), 0.3, np.float32)))]))
+        if op == "LSTM":
+            inputs.append(inputs[-1])
+    if peephole:
+        inputs += [""] * (7 - len(inputs)) + [weight("P", dirs, 9)]
+    n_out = 3 if op == "LSTM" else 2
+    outs = b.op(op, inputs, n_out=n_out, name="rnn", hidden_size=3, direction=direction,
+                layout=layout, **attrs)
+    flat = [b.op("Flatten", [o], axis=0) for o in outs]
+    b.output(b.op("Concat", flat, axis=1))
+    return b.model()
+
+
+RECURRENT = [
+    ("LSTM", {}), ("LSTM", {"direction": "bidirectional", "peephole": True}),
+    ("LSTM", {"direction": "reverse", "initial": True}),
+    ("GRU", {"linear_before_reset": 1}), ("GRU", {"direction": "bidirectional"}),
+    ("GRU", {"direction": "reverse", "initial": True, "linear_before_reset": 0}),
+]
+
+
+@pytest.mark.parametrize("op,kw", RECURRENT, ids=lambda v: v if isinstance(v, str) else
+                         "_".join(f"{k}{w}" for k, w in v.items()) or "default")
+def test_recurrent_layers_are_unrolled_exactly_with_right_gradients(op, kw):
+    from tests.training.helpers import numeric_gradient
+
+    model = recurrent_model(op, **kw)
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)}
+    legal = legalize(model, 2, feeds)
+    assert legal.rewritten == {op: 1} and not legal.frozen_nodes
+    np.testing.assert_allclose(outputs(legal.model, feeds)[0], outputs(model, feeds)[0],
+                               rtol=1e-5, atol=1e-6)
+    projection = np.random.default_rng(1).standard_normal(outputs(model, feeds)[0].shape)
+    for param in ("W", "R", "B"):
+        grad = _recurrent_gradient(legal.model, feeds, param, projection)
+        picks, numeric = numeric_gradient(model, feeds, param, projection, eps=1e-3)
+        np.testing.assert_allclose(grad.reshape(-1)[picks], numeric, rtol=2e-2, atol=2e-3)
+
+
+def _recurrent_gradient(legal_model, feeds, param, projection):
+    import tempfile
+
+    from onnxprune.training.ort import build_artifacts, import_training
+    from tests.training.helpers import with_projection_loss
+
+    _, api = import_training()
+    with tempfile.TemporaryDirectory() as folder:
+        art = build_artifacts(with_projection_loss(legal_model, projection), [param], [], folder)
+        state = api.CheckpointState.load_checkpoint(art.checkpoint)
+        module = api.Module(art.training_model, state, art.eval_model)
+        module.train()
+        module.lazy_reset_grad()
+        module(*[feeds[n] for n in module.input_names()])
+        return np.array(state.parameters[param].grad)

@@ -19,14 +19,9 @@ from onnxprune.graph import runtime
 from onnxprune.training.finetune import trainability
 from tests.conftest import MODELS
 
-# family -> (op frozen in it, why it cannot be legalized yet)
-KNOWN_FROZEN = {
-    family: ("GRU" if "gru" in family else "LSTM",
-             "ONNX Runtime 1.19's CPU training crashes (SIGSEGV) in LSTM/GRU and supports only "
-             "forward, sigmoid-gated LSTMs; no unrolled rewrite exists yet")
-    for family in ("lstm_classifier", "gru_seq", "lstm_text", "gru_text", "keras_text_lstm",
-                   "crnn_like")
-}
+# family -> (op frozen in it, why it cannot be legalized); empty: every family trains
+# (LSTM/GRU, which ORT 1.19 crashes on, are unrolled by training/legal_recurrent.py)
+KNOWN_FROZEN: dict[str, tuple[str, str]] = {}
 
 
 def _files() -> list[pathlib.Path]:
