@@ -75,6 +75,7 @@ class CompressOptions(pydantic.BaseModel):
     work_dir: str | None = None  # progressive runs: default <output>.steps
     resume: bool = False
     allow_frozen: bool = False  # fine-tune even when > 10% of the weights cannot train
+    distill_features: Literal["auto", "on", "off"] = "auto"  # feature-map distillation
 
     @pydantic.model_validator(mode="after")
     def _check_mode(self) -> CompressOptions:

@@ -124,6 +124,10 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.option("--allow-frozen", is_flag=True,
               help="Fine-tune even when ONNX Runtime training cannot train more than 10% of "
                    "the prunable parameters (else exit 10).")
+@click.option("--distill-features", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True,
+              help="Also distill the last feature map before the head (kept channels); "
+                   "auto: off (it did not help on the digits fixtures, docs/finetune.md).")
 # -- end of sparsity/fine-tuning options
 @click.pass_context
 @guard
@@ -140,7 +144,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     names += [*DATA_OPTION_NAMES, "allocation", "sensitivity_ratios", "recover"]
     names += ["mode", "nm", "quantize", "steps", "finetune_epochs", "lr", "loss", "optimizer",
               "temperature", "eval_data", "train_steps", "max_drop", "holdout", "work_dir",
-              "resume", "allow_frozen"]
+              "resume", "allow_frozen", "distill_features"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:

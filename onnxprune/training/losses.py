@@ -25,6 +25,9 @@ nearly flat (both distributions squashed), so it would hardly train. Loss kinds
    cross-entropy on a plain ``[N, K]`` output.
 3. ``mse``: mean squared error of the first float output against ``labels`` used as
    regression targets (same shape as the output).
+4. ``feature`` terms (:func:`add_feature_term`, distillation with ``distill_features``):
+   MSE between the student's last feature map and the teacher's matched channels there
+   (:mod:`onnxprune.training.features`), divided by their variance.
 
 :func:`append_loss` adds the subgraph (the model's outputs are replaced by the
 scalar ``onnxprune_loss``); :meth:`LossPlan.feeds` computes its extra inputs for a
@@ -36,7 +39,7 @@ tensor it reads and why.
 
 from __future__ import annotations
 
-__all__ = ["LOSS", "LossPlan", "LossTerm", "append_loss", "plan_loss"]
+__all__ = ["LOSS", "LossPlan", "LossTerm", "add_feature_term", "append_loss", "plan_loss"]
 
 import dataclasses
 
@@ -78,6 +81,7 @@ class LossTerm:
     scale: float = 1.0  # mse: 1 / teacher variance (distill) or 1
     axis: int = -1  # kl/ce: class axis of the view
     flatten: int | None = None  # coerced head: the view is ``reads`` flattened from here
+    channels: np.ndarray | None = None  # feature: the teacher channels (axis 1) matched
 
     @property
     def inputs(self) -> list[str]:
@@ -97,6 +101,11 @@ class LossTerm:
     def to_dict(self) -> dict:
         return {"output": self.output, "reads": self.reads, "kind": self.kind,
                 "reason": self.reason, "weight": round(self.weight, 6)}
+
+    def target(self, teacher: dict[str, np.ndarray]) -> np.ndarray:
+        """The teacher tensor a ``feature``/``mse`` term compares with."""
+        value = np.asarray(teacher[self.teacher], np.float32)
+        return value if self.channels is None else np.take(value, self.channels, axis=1)
 
 
 @dataclasses.dataclass
@@ -140,7 +149,7 @@ class LossPlan:
             elif self.kind == "mse":
                 feeds[names[0]] = regression_targets(labels, term.shape, "mse")
             else:
-                feeds[names[0]] = np.asarray(teacher[term.teacher], np.float32)
+                feeds[names[0]] = term.target(teacher)
         return feeds
 
     def value(self, tensors: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> float:
@@ -250,6 +259,21 @@ def plan_loss(kind: str, heads: list[OutputHead], values: dict[str, np.ndarray],
         for term in terms:
             term.weight = 1.0 / len(terms)
     return LossPlan(kind, float(temperature), terms)
+
+
+def add_feature_term(plan: LossPlan, student: str, teacher: str, channels: np.ndarray,
+                     student_value: np.ndarray, teacher_value: np.ndarray) -> LossTerm:
+    """Kind 4: append the feature-map term to ``plan`` (weighted like the mean term)."""
+    term = LossTerm("(feature map)", len(plan.terms) + 1000, "feature", 0.0,
+                    tuple(np.shape(student_value)), student,
+                    f"last feature map before the head ('{student}', {len(channels)} of "
+                    f"{np.shape(teacher_value)[1]} teacher channels matched)",
+                    teacher=teacher, channels=np.asarray(channels, np.int64))
+    var = float(np.var(term.target({teacher: teacher_value}).astype(np.float64)))
+    term.scale = 1.0 / var if var > 1e-12 else 1.0
+    term.weight = float(np.mean([t.weight for t in plan.terms]))
+    plan.terms.append(term)
+    return term
 
 
 def append_loss(model: onnx.ModelProto, plan: LossPlan) -> onnx.ModelProto:

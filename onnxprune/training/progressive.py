@@ -271,7 +271,8 @@ class _Run:
                           seed=seed, temperature=options.temperature, progress=report,
                           max_steps=options.train_steps,
                           allow_frozen=getattr(options, "allow_frozen", False),
-                          eval_data=self.data.evaluation)
+                          eval_data=self.data.evaluation,
+                          distill_features=getattr(options, "distill_features", "auto"))
         return result.model, result.summary()
 
     # -- the budget (rule 4) ----------------------------------------------------------

@@ -17,10 +17,16 @@ from onnxprune.graph.outputs import with_logit_outputs
 
 
 class Tensors:
-    """A model's outputs and head logits by name, from one session."""
+    """A model's outputs, head logits and ``extra`` tensors by name, from one session."""
 
-    def __init__(self, model: onnx.ModelProto, heads: list) -> None:
-        self.session = runtime.make_session(with_logit_outputs(model, heads))
+    def __init__(self, model: onnx.ModelProto, heads: list, extra: tuple[str, ...] = ()) -> None:
+        proto = with_logit_outputs(model, heads)
+        present = {o.name for o in proto.graph.output}
+        for name in extra:
+            if name not in present:
+                proto.graph.output.append(onnx.ValueInfoProto(name=name))
+                present.add(name)
+        self.session = runtime.make_session(proto)
         self.names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -28,8 +34,8 @@ class Tensors:
 
 
 def tensor_values(model: onnx.ModelProto, heads: list, feeds: dict[str, np.ndarray],
-                  ) -> dict[str, np.ndarray]:
-    """Outputs and head logits of ``model`` on ``feeds``, by name (what losses read)."""
-    return Tensors(model, heads)(feeds)
+                  extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Outputs, head logits and ``extra`` tensors of ``model`` on ``feeds``, by name."""
+    return Tensors(model, heads, extra)(feeds)
 
 

@@ -59,8 +59,9 @@ from onnxprune.graph.outputs import output_heads
 from onnxprune.training.batches import shuffled_batches, steps_per_epoch
 from onnxprune.training.batchnorm import batchnorm_stats, recalibrate, statistics_mismatch
 from onnxprune.training.early_stop import HeldOut
+from onnxprune.training.features import feature_map, match_channels
 from onnxprune.training.legalize import legalize, max_relative_diff
-from onnxprune.training.losses import append_loss, plan_loss
+from onnxprune.training.losses import add_feature_term, append_loss, plan_loss
 from onnxprune.training.ort import (
     build_artifacts,
     import_training,
@@ -78,6 +79,7 @@ MAX_RETRIES = 4
 MIN_TRAINABLE = 0.9  # below this share of the weights, fine-tuning stops (FrozenError)
 BN_MISMATCH = 0.2  # relative output distance above which bn="auto" keeps BN statistics
 SCHEDULES = ("cosine", "linear", "constant")
+FEATURES_BY_DEFAULT = False  # distill_features="auto" (measured: docs/finetune.md)
 
 
 @dataclasses.dataclass
@@ -105,6 +107,7 @@ class Settings:
     max_steps: int | None = None
     allow_frozen: bool = False
     patience: int = 2  # epochs without a better held-out loss before stopping
+    distill_features: str = "auto"  # on | off | auto (= FEATURES_BY_DEFAULT)
 
     def validate(self) -> None:
         if self.epochs <= 0 and not self.max_steps:
@@ -120,6 +123,9 @@ class Settings:
             raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
         if self.bn not in ("auto", "batch", "frozen"):
             raise UsageError(f"unknown bn mode {self.bn!r} (auto, batch, frozen)")
+        if self.distill_features not in ("auto", "on", "off"):
+            raise UsageError(f"unknown distill_features {self.distill_features!r} "
+                             "(auto, on, off)")
         if self.temperature <= 0:
             raise UsageError(f"temperature must be > 0, got {self.temperature}")
 
@@ -202,8 +208,29 @@ class _Setup:
             teacher_values = self.teacher(self.first)
         self.plan = plan_loss(settings.loss, self.heads, values, teacher_values,
                               settings.temperature, settings.loss_weights, teacher_heads)
+        self.feature_note: str | None = None
+        wanted = settings.distill_features == "on" or (
+            settings.distill_features == "auto" and FEATURES_BY_DEFAULT)
+        if settings.loss == "distill" and wanted:
+            self._add_feature_term(teacher, teacher_heads)
         self.bn_mode, self.bn_note = self._bn_mode(settings.bn)
         self._build(job, folder, report, outputs)
+
+    def _add_feature_term(self, teacher: onnx.ModelProto, teacher_heads: list) -> None:
+        """Intermediate-feature distillation (:mod:`onnxprune.training.features`)."""
+        student_name = feature_map(self.model, self.heads, _shapes(self.model))
+        teacher_name = feature_map(teacher, teacher_heads, _shapes(teacher))
+        if student_name is None or teacher_name is None:
+            self.feature_note = "no feature map before the head: feature distillation off"
+            logger.warning("%s", self.feature_note)
+            return
+        student = tensor_values(self.model, self.heads, self.first, (student_name,))
+        self.teacher = Tensors(teacher, teacher_heads, (teacher_name,))
+        reference = self.teacher(self.first)
+        channels = match_channels(student[student_name], reference[teacher_name])
+        term = add_feature_term(self.plan, student_name, teacher_name, channels,
+                                student[student_name], reference[teacher_name])
+        logger.info("feature distillation: %s", term.reason)
 
     def _bn_mode(self, requested: str) -> tuple[str, str | None]:
         """``auto``: batch statistics when the model's stored ones fit the data."""
@@ -258,7 +285,7 @@ class _Setup:
                 continue
             break
         self.legal, self.trainable, self.frozen = legal, trainable, sorted(frozen)
-        self.notes = legal.notes() + ([self.bn_note] if self.bn_note else [])
+        self.notes = legal.notes() + [n for n in (self.bn_note, self.feature_note) if n]
         chosen = [c for c in candidates if c not in select_frozen(candidates, settings.frozen)]
         self.share = trainable_share(self.model, chosen, trainable)
         self._check_share(settings.allow_frozen, legal.frozen_nodes)
@@ -315,6 +342,19 @@ class _TeacherCache:
                 self.store[name][pos] = value
             self.filled[pos] = True
         return outputs
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+    """Tensor shapes from onnx shape inference (``None`` for unknown dims; empty where it
+    fails)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # an unusual graph: no feature map is found
+        return {}
+    return {v.name: tuple(d.dim_value if d.HasField("dim_value") else None
+                          for d in v.type.tensor_type.shape.dim) for v in
+            [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+            if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
 
 
 def _held_out(setup: _Setup, job: Job) -> HeldOut:
@@ -406,7 +446,8 @@ def run_job(job: Job, report: Report) -> dict:
             legal = with_weights(setup.legal.model, arrays)
         exported = with_weights(setup.model, arrays)
         reference = runtime.make_session(legal, optimize=False).run(None, setup.first)
-        exported_values = tensor_values(exported, setup.heads, setup.first)
+        exported_values = tensor_values(exported, setup.heads, setup.first,
+                                        tuple(setup.plan.tensors))
         outputs = [exported_values[o.name] for o in exported.graph.output]
         export_diff = max_relative_diff(outputs, reference)
         if export_diff > 1e-4:

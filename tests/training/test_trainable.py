@@ -272,3 +272,24 @@ def _recurrent_gradient(legal_model, feeds, param, projection):
         module.lazy_reset_grad()
         module(*[feeds[n] for n in module.input_names()])
         return np.array(state.parameters[param].grad)
+
+
+def test_feature_distillation_matches_the_kept_channels_of_the_last_feature_map():
+    from onnxprune.training.features import match_channels
+
+    teacher = hardswish_se_model()
+    student = perturbed(teacher, scale=0.3)
+    result = finetune(student, source(teacher), teacher=teacher, epochs=2, lr=5e-3,
+                      batch_size=16, isolate=False, distill_features="on")
+    kinds = [t["kind"] for t in result.loss["terms"]]
+    assert kinds == ["kl", "feature"]
+    feature = result.loss["terms"][1]
+    assert "last feature map" in feature["reason"] and feature["reads"].startswith("mul")
+    assert result.exported_loss == pytest.approx(result.eval_loss, rel=1e-4, abs=1e-6)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    # channel matching finds a permuted subset
+    rng = np.random.default_rng(0)
+    full = rng.standard_normal((16, 6, 3, 3))
+    kept = np.array([4, 0, 5])
+    assert match_channels(full[:, kept] * 2.0 + 0.1, full).tolist() == kept.tolist()
