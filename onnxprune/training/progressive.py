@@ -125,9 +125,10 @@ def _row(step: int, goal: float, achieved: float, pruned, before: dict, after: d
     row.update(_ordered(before, "_pruned"))
     if summary is not None:
         row["loss"] = summary["final_loss"]
-        row.update(finetune_row(summary))
     row.update({"params": pruned.params_after, "macs": pruned.macs_after,
                 "target": round(goal, 6), "seconds": round(seconds, 3)})
+    if summary is not None:  # trainable share, frozen nodes, loss tensors, early stopping
+        row.update(finetune_row(summary))
     if step == 1 and "reference_accuracy" in before:
         row["reference_accuracy"] = before["reference_accuracy"]
     return row
