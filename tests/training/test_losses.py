@@ -121,3 +121,22 @@ def test_label_errors_say_what_to_pass():
         plan.feeds(None, np.zeros(BATCH + 1, np.int64))
     with pytest.raises(UsageError, match="unknown loss"):
         plan_loss("hinge", heads, tensor_values(model, heads, feeds))
+
+
+@pytest.mark.parametrize("activation,attrs", [("Sigmoid", {}), ("LogSoftmax", {"axis": 1})])
+def test_fine_tuning_trains_through_the_logits_loss_of_activated_heads(activation, attrs):
+    from onnxprune.data import DataSource, model_input_specs
+    from onnxprune.graph.io import model_from_proto
+    from onnxprune.training import finetune
+
+    teacher = head_model(activation, rank=4 if activation == "Sigmoid" else 2, **attrs)
+    student = head_model(activation, seed=1, rank=4 if activation == "Sigmoid" else 2, **attrs)
+    x = np.random.default_rng(0).standard_normal((64, 3, 4, 4)).astype(np.float32)
+    data = DataSource.from_arrays({"x": x}, model_input_specs(model_from_proto(teacher)))
+    result = finetune(student, data, teacher=teacher, epochs=4, lr=1e-2, batch_size=16,
+                      isolate=False)
+    (term,) = result.loss["terms"]
+    assert term["reads"] == output_heads(teacher)[0].logits != term["output"]
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0], losses
+    assert result.exported_loss == pytest.approx(result.eval_loss, rel=1e-4, abs=1e-6)
