@@ -293,3 +293,22 @@ def test_feature_distillation_matches_the_kept_channels_of_the_last_feature_map(
     full = rng.standard_normal((16, 6, 3, 3))
     kept = np.array([4, 0, 5])
     assert match_channels(full[:, kept] * 2.0 + 0.1, full).tolist() == kept.tolist()
+
+
+def test_weights_behind_layout_ops_are_trainable_candidates():
+    """Paddle2ONNX: conv bias as Add(conv, Reshape(Constant)); LSTM weights as Concat."""
+    from onnxprune.training.params import trainable_candidates, untie_weights
+
+    b = GraphBuilder(opset=11, seed=0)
+    x = b.input(["N", 3, 4, 4], name="x")
+    h = b.conv(x, 3, 4, bias=False, name="conv")
+    bias = b.op("Constant", [], value=onnx.numpy_helper.from_array(
+        np.arange(4, dtype=np.float32)))
+    h = b.op("Add", [h, b.op("Reshape", [bias, b.ints([1, 4, 1, 1])])])
+    shape_only = b.op("Constant", [], value=onnx.numpy_helper.from_array(
+        np.ones(4, np.float32)))
+    b.output(b.op("Mul", [h, b.op("Reshape", [shape_only, b.ints([1, 4, 1, 1])])]))
+    b.output(shape_only)  # also a graph output: not a weight
+    model, untied = untie_weights(b.model())
+    candidates = trainable_candidates(model)
+    assert bias in candidates and shape_only not in candidates and untied == 1
