@@ -12,6 +12,7 @@ __all__ = [
     "AccuracyDropError",
     "DataError",
     "ExitCode",
+    "FrozenError",
     "InvalidModelError",
     "OnnxPruneError",
     "OutputError",
@@ -38,6 +39,7 @@ class ExitCode(enum.IntEnum):
     RUNTIME_MISSING = 7
     VERIFICATION = 8
     OUTPUT = 9
+    FROZEN = 10
     ACCURACY = 11
     INTERRUPTED = 130
 
@@ -98,6 +100,13 @@ class OutputError(OnnxPruneError):
     """The output could not be written (same path as input, folder missing, disk full)."""
 
     exit_code = ExitCode.OUTPUT
+
+
+class FrozenError(OnnxPruneError):
+    """Fine-tuning would leave more than 10% of the prunable parameters frozen (ops ONNX
+    Runtime training cannot differentiate); ``--allow-frozen`` accepts it."""
+
+    exit_code = ExitCode.FROZEN
 
 
 class AccuracyDropError(OnnxPruneError):

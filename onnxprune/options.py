@@ -75,6 +75,8 @@ class CompressOptions(pydantic.BaseModel):
     max_drop: float | None = pydantic.Field(None, ge=0.0)
     work_dir: str | None = None  # progressive runs: default <output>.steps
     resume: bool = False
+    allow_frozen: bool = False  # fine-tune even when > 10% of the weights cannot train
+    distill_features: Literal["auto", "on", "off"] = "auto"  # feature-map distillation
     accept_drop: bool = False  # write the result even when its held-out metric drops > budget
     # -- --metric latency (onnxprune.planning.latency, onnxprune.benchmark.latency_table)
     provider: str = "cpu"  # execution provider the latency is measured on

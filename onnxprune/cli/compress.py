@@ -145,6 +145,13 @@ class _RoundTo(click.ParamType):
               help="Write the result even when its held-out accuracy (else agreement) falls "
                    "more than --max-drop (default 0.05) below the original's; without it "
                    "that run writes nothing and exits 11.")
+@click.option("--allow-frozen", is_flag=True,
+              help="Fine-tune even when ONNX Runtime training cannot train more than 10% of "
+                   "the prunable parameters (else exit 10).")
+@click.option("--distill-features", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True,
+              help="Also distill the last feature map before the head (kept channels); "
+                   "auto: off (it did not help on the digits fixtures, docs/finetune.md).")
 # -- end of sparsity/fine-tuning options
 # -- --metric latency
 @click.option("--provider", default="cpu", show_default=True,
@@ -172,7 +179,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     names += [*DATA_OPTION_NAMES, "allocation", "sensitivity_ratios", "recover"]
     names += ["mode", "nm", "quantize", "steps", "finetune_epochs", "lr", "loss", "optimizer",
               "temperature", "eval_data", "train_steps", "max_drop", "holdout", "work_dir",
-              "resume", "accept_drop"]
+              "resume", "accept_drop", "allow_frozen", "distill_features"]
     names += ["provider", "threads", "latency_runs", "latency_cache"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
@@ -224,6 +231,7 @@ def _print_summary(result: Any) -> None:
     stdout.print(layers)
     if result.steps:  # progressive pruning (onnxprune.training)
         _print_steps(result.steps)
+        _print_trainable(result.steps)
         _print_budget(result.budget)
     check = result.verification or {}
     diff = check.get("max_rel_diff")
@@ -269,6 +277,17 @@ def _print_latency(section: dict) -> None:
         line += (f"; measured {measured['original_ms']:.3f} -> {measured['pruned_ms']:.3f} ms "
                  f"(ratio {measured['ratio']:.3f})")
     line += f"; table {'read from' if section['cache_hit'] else 'cached at'} {section['cache']}"
+    stdout.print(line, markup=False)
+
+
+def _print_trainable(steps: list[dict]) -> None:
+    """The last fine-tuning's trainable share and frozen nodes (onnxprune.training)."""
+    last = next((s for s in reversed(steps) if s.get("trainable")), None)
+    if last is None:
+        return
+    line = f"fine-tuning (step {last['step']}): trainable: {last['trainable']}"
+    if last.get("frozen"):
+        line += f"; frozen: {last['frozen']}"
     stdout.print(line, markup=False)
 
 

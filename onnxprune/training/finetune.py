@@ -9,7 +9,9 @@ Rules:
    ``Constant`` nodes or shared through ``Identity(initializer)`` become initializers
    first (:func:`onnxprune.training.params.untie_weights`, noted in ``notes``).
 2. ``loss="distill"`` (default) learns the outputs of ``teacher`` (default: the
-   model as given) on the same batch; ``ce`` and ``mse`` use the data's labels.
+   model as given) on the same batch; ``ce`` and ``mse`` use the data's labels. Losses
+   read the logits of outputs that end in Softmax/LogSoftmax/Sigmoid
+   (:mod:`onnxprune.training.losses`).
 3. ``masks`` maps initializer names to 0/1 arrays of the same shape; masked weights
    are zeroed before training and after every optimizer step, so they stay zero (the
    default teacher is then the given model before masking).
@@ -23,7 +25,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["FinetuneResult", "finetune"]
+__all__ = ["FinetuneResult", "finetune", "first_step", "trainability"]
 
 import dataclasses
 import logging
@@ -38,6 +40,7 @@ from onnxprune.data import DataSource
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.graph import runtime
 from onnxprune.training.isolate import run_isolated
+from onnxprune.training.jobs import first_step_job, inspect_job
 from onnxprune.training.ort import import_training, runtime_ready
 from onnxprune.training.params import untie_weights, with_weights
 from onnxprune.training.trainer import Job, Settings, run_job
@@ -66,6 +69,8 @@ class FinetuneResult:
     exported_loss: float
     trainable_params: int
     bn: str = "batch"
+    trainable_share: dict = dataclasses.field(default_factory=dict)
+    early_stopping: dict = dataclasses.field(default_factory=dict)
 
     @property
     def final_loss(self) -> float | None:
@@ -123,7 +128,7 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
              batch_size: int = 32, seed: int = 0, frozen: Iterable[str] = (),
              masks: dict[str, np.ndarray] | None = None,
              progress: Callable[[dict], Any] | None = None, isolate: bool = True,
-             **settings: Any) -> FinetuneResult:
+             eval_data: DataSource | None = None, **settings: Any) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` (rules 1-5).
 
     Extra keyword arguments are :class:`onnxprune.training.trainer.Settings` fields:
@@ -133,7 +138,10 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
     BatchNormalization with batch statistics and recompute the running ones afterwards;
     ``frozen``: keep inference semantics; ``auto``, the default: ``batch`` when the
     stored statistics fit the data), ``recalibrate_bn`` (True),
-    ``bn_samples``, ``shuffle_pool``, ``max_steps`` (stop early).
+    ``bn_samples``, ``shuffle_pool``, ``max_steps`` (stop early), ``allow_frozen``
+    (False: raise :class:`FrozenError`, exit 10, when less than 90% of the weights can
+    train), ``patience`` (2). ``eval_data``: a held-out split scored after every epoch;
+    the best epoch's weights are kept (``early_stopping`` in the result).
     """
     unknown = set(settings) - {f.name for f in dataclasses.fields(Settings)}
     if unknown:
@@ -150,7 +158,7 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
         model = with_weights(model, {t.name: numpy_helper.to_array(t) * masks[t.name]
                                      for t in model.graph.initializer if t.name in masks})
     job = Job(model.SerializeToString(), teacher.SerializeToString() if teacher else None,
-              data, options, masks)
+              data, options, masks, eval_data)
 
     def on_report(kind: str, payload: Any) -> None:
         if kind == "progress" and progress is not None:
@@ -168,3 +176,36 @@ def finetune(model: onnx.ModelProto, data: DataSource, *,
     for note in out["notes"]:
         logger.info("%s", note)
     return FinetuneResult(model=tuned, **out)
+
+
+def trainability(model: onnx.ModelProto, data: DataSource, *, loss: str = "distill",
+                 batch_size: int = 32, isolate: bool = True, **settings: Any) -> dict:
+    """What :func:`finetune` would train, without training: the model is legalized and
+    its training artifacts are built and loaded. Returns ``trainable_share``
+    (``{"trainable", "total", "fraction"}``), ``frozen_nodes`` (node -> reason),
+    ``rewritten`` (op -> count), ``loss`` (the loss terms) and ``trainable`` (names)."""
+    options = Settings(loss=loss, batch_size=int(batch_size), **settings)
+    options.validate()
+    import_training()
+    model, _ = untie_weights(model)
+    job = Job(model.SerializeToString(), None, data, options)
+    if isolate:
+        return run_isolated(inspect_job, job, what="building the training graph")
+    return inspect_job(job, lambda kind, payload: None)
+
+
+def first_step(model: onnx.ModelProto, data: DataSource, *, teacher: onnx.ModelProto | None = None,
+               loss: str = "distill", batch_size: int = 32, isolate: bool = True,
+               **settings: Any) -> dict:
+    """One optimizer step of :func:`finetune` on the first ``batch_size`` samples of
+    ``data`` (in order): ``loss``, ``grad_norms`` and ``update_norms`` per trained
+    initializer, ``bn`` (the BatchNormalization mode used), ``plan`` (the loss terms)."""
+    options = Settings(loss=loss, batch_size=int(batch_size), **settings)
+    options.validate()
+    import_training()
+    model, _ = untie_weights(model)
+    job = Job(model.SerializeToString(), teacher.SerializeToString() if teacher else None,
+              data, options)
+    if isolate:
+        return run_isolated(first_step_job, job, what="one fine-tuning step")
+    return first_step_job(job, lambda kind, payload: None)

@@ -17,6 +17,11 @@ differentiates (Relu, Exp, Log, Abs, Tanh, Clip, Where, Mul, ...). Cases:
 8. ``Relu(x) = x * Cast(x > 0)`` for speed: ORT 1.19's CPU ``ReluGrad`` took 14% of a
    ResNet-like training step, the ``Mul`` gradient a fraction of it (docs/finetune.md);
    the gradient is the same, 0 at ``x = 0`` (``Clip(x, 0)`` would pass it there).
+9. ``Clip`` before opset 12 becomes ``Min(Max(x, low), high)``: ORT 1.19's Clip gradient
+   emits ``LessOrEqual``, which opset 11 lacks, and the attribute form (opset < 11) has
+   no gradient. Bounds may be attributes, constant or computed inputs, and either may be
+   missing (that side is then unbounded; no bound at all is ``Identity``). From opset 12
+   on, Clip is kept (ORT trains it). The Clips that rules 1 emit follow the same rule.
 """
 
 from __future__ import annotations
@@ -28,18 +33,52 @@ from onnx import TensorProto, helper
 
 from onnxprune.training.legalize import NodeBuilder, rule
 
+CLIP_GRADIENT_OPSET = 12  # ORT's Clip gradient needs LessOrEqual (opset 12)
+
+
+def _bounded(b: NodeBuilder, x: str, low: str, high: str, out: str | None = None) -> str:
+    """``Clip(x, low, high)`` in a form ORT differentiates at the model's opset (rule 9);
+    an empty bound name means that side is unbounded."""
+    if b.opset >= CLIP_GRADIENT_OPSET:
+        inputs = [x, low, high]
+        while inputs[-1] == "":
+            inputs.pop()
+        return b.op("Clip", inputs, out)
+    if not low and not high:
+        return b.op("Identity", [x], out)
+    if low:
+        x = b.op("Max", [x, low], None if high else out)
+    if high:
+        x = b.op("Min", [x, high], out)
+    return x
+
+
+@rule("Clip")
+def clip(b: NodeBuilder) -> list[onnx.NodeProto] | str | None:
+    if b.opset >= CLIP_GRADIENT_OPSET:
+        return None
+    if b.opset < 8:
+        return f"Clip at opset {b.opset}: Max/Min without broadcasting cannot express it"
+    if b.opset < 11:  # bounds are attributes (defaults: unbounded)
+        low = b.const(float(b.attr("min"))) if "min" in b.attrs else ""
+        high = b.const(float(b.attr("max"))) if "max" in b.attrs else ""
+    else:
+        low, high = b.input(1), b.input(2)
+    _bounded(b, b.x, low, high, b.out)
+    return b.done()
+
 
 @rule("HardSigmoid")
 def hard_sigmoid(b: NodeBuilder) -> list[onnx.NodeProto]:
     scaled = b.op("Mul", [b.x, b.const(float(b.attr("alpha", 0.2)))])
     shifted = b.op("Add", [scaled, b.const(float(b.attr("beta", 0.5)))])
-    b.op("Clip", [shifted, b.const(0.0), b.const(1.0)], b.out)
+    _bounded(b, shifted, b.const(0.0), b.const(1.0), b.out)
     return b.done()
 
 
 @rule("HardSwish")
 def hard_swish(b: NodeBuilder) -> list[onnx.NodeProto]:
-    gate = b.op("Clip", [b.op("Add", [b.x, b.const(3.0)]), b.const(0.0), b.const(6.0)])
+    gate = _bounded(b, b.op("Add", [b.x, b.const(3.0)]), b.const(0.0), b.const(6.0))
     b.op("Div", [b.op("Mul", [b.x, gate]), b.const(6.0)], b.out)
     return b.done()
 
@@ -152,15 +191,6 @@ def dropout(b: NodeBuilder) -> list[onnx.NodeProto]:
         true = helper.make_tensor("true", TensorProto.BOOL, [1], [True])
         b.op("ConstantOfShape", [b.op("Shape", [b.x])], b.node.output[1], value=true)
     return b.done()
-
-
-@rule("LSTM", "GRU", "RNN")
-def recurrent(b: NodeBuilder) -> str:
-    """Frozen: ONNX Runtime 1.19's CPU training of these ops crashed (SIGSEGV) on the
-    LSTM and GRU fixtures of both exporters (tests/training/test_fixtures.py); with the
-    node frozen, the layers after it train."""
-    return (f"{b.node.op_type} training crashed ONNX Runtime 1.19 (SIGSEGV) on the "
-            "recurrent fixtures")
 
 
 @rule("Pad")

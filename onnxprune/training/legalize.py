@@ -4,6 +4,14 @@ ORT's training graph builder lacks gradients for some inference ops, and compute
 wrong gradients for ``Conv`` with ``auto_pad=SAME_*`` (see
 docs/finetune.md). :func:`legalize` returns a copy in which:
 
+0. A model below opset :data:`TRAINING_OPSET` is converted up to it first
+   (``onnx.version_converter``): ORT 1.19's gradient builders emit nodes that older
+   opsets lack (``LessOrEqual`` for Clip before opset 12, ``Gemm`` without ``C`` before
+   opset 11), so such a training graph does not build at all. The conversion is used
+   only when it runs and equals the model on the probe batch; else the model keeps its
+   opset (and the ``Clip`` rule of :mod:`legal_pointwise` still makes Clip train). The
+   exported inference model keeps the original opset (only weights map back). An IR < 4
+   model (initializers listed as graph inputs) becomes IR 7 without those inputs.
 1. Every graph input has the static training batch (AveragePool with a symbolic
    batch crashes ORT training with SIGFPE) and ``value_info`` is dropped.
 2. Each node whose op has a rule in :data:`RULES` (:mod:`legal_pointwise`,
@@ -30,8 +38,8 @@ batch before training.
 
 from __future__ import annotations
 
-__all__ = ["NO_GRADIENT", "Legalized", "NodeBuilder", "legalize", "max_relative_diff",
-           "rule"]
+__all__ = ["NO_GRADIENT", "TRAINING_OPSET", "Legalized", "NodeBuilder", "legalize",
+           "max_relative_diff", "rule"]
 
 import dataclasses
 import logging
@@ -57,6 +65,8 @@ NO_GRADIENT = frozenset({
     "InstanceNormalization", "GroupNormalization", "HardSigmoid", "HardSwish", "Elu", "Selu",
     "Celu", "Softplus", "Softsign", "PRelu", "Mish", "ThresholdedRelu", "Sum", "Mean",
 })
+
+TRAINING_OPSET = 13  # rule 0: the lowest opset the training graph is built at
 
 Rule = Callable[["NodeBuilder"], "list[onnx.NodeProto] | str | None"]
 
@@ -194,11 +204,15 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
     leaves it to ORT, which trains it with batch statistics. ``warn=False`` leaves the
     frozen nodes to the caller (``Legalized.frozen_nodes``) instead of logging them.
     """
-    from onnxprune.training import legal_pointwise, legal_spatial  # noqa: F401  (rules)
+    from onnxprune.training import (  # noqa: F401  (the rules)
+        legal_pointwise,
+        legal_recurrent,
+        legal_spatial,
+        legal_window,
+    )
     from onnxprune.training.probe import probe_values
 
-    proto = onnx.ModelProto()
-    proto.CopyFrom(model)
+    proto = _training_opset(model, feeds)
     graph = proto.graph
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -248,6 +262,41 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
         logger.warning("%s is frozen for fine-tuning (%s); the weights it depends on are not "
                        "trained", label, reason)
     return Legalized(proto, rewritten, frozen, frozen_params)
+
+
+def _training_opset(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                    ) -> onnx.ModelProto:
+    """A copy of ``model`` at opset >= :data:`TRAINING_OPSET` when that converts exactly
+    (rule 0), else a plain copy."""
+    from onnxprune.graph import runtime
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model)
+    if proto.ir_version < 4:  # IR 3 lists initializers as inputs; rules add initializers
+        names = {t.name for t in proto.graph.initializer}
+        inputs = [i for i in proto.graph.input if i.name not in names]
+        del proto.graph.input[:]
+        proto.graph.input.extend(inputs)
+        proto.ir_version = 7
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if not 0 < opset < TRAINING_OPSET:
+        return proto
+    try:
+        converted = onnx.version_converter.convert_version(proto, TRAINING_OPSET)
+        converted.ir_version = max(converted.ir_version, proto.ir_version, 7)
+        before = runtime.make_session(proto, optimize=False).run(None, feeds)
+        after = runtime.make_session(converted, optimize=False).run(None, feeds)
+        diff = max_relative_diff(after, before)
+    except Exception as exc:  # the converter does not know every op/attribute mix
+        logger.info("training graph stays at opset %d: conversion to %d failed (%s)", opset,
+                    TRAINING_OPSET, str(exc)[:200])
+        return proto
+    if diff > 1e-5:
+        logger.info("training graph stays at opset %d: opset %d differs by %.1e", opset,
+                    TRAINING_OPSET, diff)
+        return proto
+    logger.info("training graph converted from opset %d to %d", opset, TRAINING_OPSET)
+    return converted
 
 
 def _relative(a: np.ndarray, b: np.ndarray) -> float:

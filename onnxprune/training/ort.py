@@ -39,6 +39,8 @@ from onnxprune.graph.runtime import runtime_limits
 
 logger = logging.getLogger(__name__)
 
+ADAM_EPS = 1e-8  # torch.optim.AdamW / paddle.optimizer.AdamW default
+
 MISSING = ("fine-tuning needs the ONNX Runtime training build: pip install "
            "'onnxprune[train]' (onnxruntime-training-cpu 1.19.2, Python 3.8-3.12 on Linux "
            "x86_64, Windows or macOS)")
@@ -168,8 +170,8 @@ class TrainingArtifacts:
 def _optimizer_block(name: str, weight_decay: float) -> Any:
     from onnxruntime.training import onnxblock
 
-    if name == "adamw":
-        return onnxblock.optim.AdamW(weight_decay=weight_decay)
+    if name == "adamw":  # eps of PyTorch and Paddle (ORT's default 1e-6 shrinks small steps)
+        return onnxblock.optim.AdamW(eps=ADAM_EPS, weight_decay=weight_decay)
     if name == "sgd":
         return onnxblock.optim.SGD()
     raise UnsupportedModelError(f"unknown optimizer {name!r} (adamw, sgd)")

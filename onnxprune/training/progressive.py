@@ -66,6 +66,7 @@ import onnx_ir as ir
 
 from onnxprune.errors import OnnxPruneError, UnreachableTargetError, UsageError
 from onnxprune.training.schedule import cubic_schedule, step_target
+from onnxprune.training.share import finetune_row
 from onnxprune.training.workdir import WorkDir
 
 logger = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ def _row(step: int, goal: float, achieved: float, pruned, before: dict, after: d
         row["loss"] = summary["final_loss"]
     row.update({"params": pruned.params_after, "macs": pruned.macs_after,
                 "target": round(goal, 6), "seconds": round(seconds, 3)})
+    if summary is not None:  # trainable share, frozen nodes, loss tensors, early stopping
+        row.update(finetune_row(summary))
     if step == 1 and "reference_accuracy" in before:
         row["reference_accuracy"] = before["reference_accuracy"]
     found = budget_value(after or before)
@@ -282,7 +285,10 @@ class _Run:
                           epochs=options.epochs() or 1.0, lr=options.lr,
                           optimizer=options.optimizer, batch_size=options.batch_size,
                           seed=seed, temperature=options.temperature, progress=report,
-                          max_steps=options.train_steps)
+                          max_steps=options.train_steps,
+                          allow_frozen=getattr(options, "allow_frozen", False),
+                          eval_data=self.data.evaluation,
+                          distill_features=getattr(options, "distill_features", "auto"))
         return result.model, result.summary()
 
     # -- the budget (rule 4) ----------------------------------------------------------

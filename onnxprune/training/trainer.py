@@ -15,8 +15,12 @@ Steps of :func:`run_job`:
 4. Build the artifacts. When ONNX Runtime rejects an op at build or load time, the
    nodes of that op are frozen and the build is retried (at most
    ``MAX_RETRIES`` times); the rejection is reported as a warning.
-5. Train: shuffled fixed-size batches, learning rate per step from the schedule,
-   masks re-applied after every optimizer step.
+5. Train: shuffled fixed-size batches, learning rate per step from the schedule
+   (linear warm-up over ``warmup`` of the steps, then cosine decay by default),
+   masks re-applied after every optimizer step. With a held-out split
+   (``Job.evaluation``) the held-out loss is measured after every epoch, the best
+   epoch's weights are kept and training stops after ``patience`` epochs without
+   improvement (:mod:`onnxprune.training.early_stop`).
 6. Recompute BatchNormalization statistics (:mod:`onnxprune.training.batchnorm`) and
    write them into the checkpoint (with ``recalibrate_bn=False``: export the running
    statistics ORT updated with momentum while training), then check that the original
@@ -27,7 +31,8 @@ Steps of :func:`run_job`:
 
 from __future__ import annotations
 
-__all__ = ["MAX_RETRIES", "Job", "Settings", "lr_at", "run_job"]
+__all__ = ["MAX_RETRIES", "MIN_TRAINABLE", "Job", "Settings", "finetune_row", "lr_at",
+           "run_job", "tensor_values"]
 
 import dataclasses
 import logging
@@ -42,12 +47,21 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.data import DataSource
-from onnxprune.errors import DataError, UnsupportedModelError, UsageError, VerificationError
+from onnxprune.errors import (
+    DataError,
+    FrozenError,
+    UnsupportedModelError,
+    UsageError,
+    VerificationError,
+)
 from onnxprune.graph import runtime
+from onnxprune.graph.outputs import output_heads
 from onnxprune.training.batches import shuffled_batches, steps_per_epoch
 from onnxprune.training.batchnorm import batchnorm_stats, recalibrate, statistics_mismatch
+from onnxprune.training.early_stop import HeldOut
+from onnxprune.training.features import feature_map, match_channels
 from onnxprune.training.legalize import legalize, max_relative_diff
-from onnxprune.training.losses import append_loss, plan_loss
+from onnxprune.training.losses import add_feature_term, append_loss, plan_loss
 from onnxprune.training.ort import (
     build_artifacts,
     import_training,
@@ -56,12 +70,16 @@ from onnxprune.training.ort import (
     training_session_options,
 )
 from onnxprune.training.params import select_frozen, trainable_candidates, with_weights
+from onnxprune.training.share import finetune_row, share_line, trainable_share
+from onnxprune.training.tensors import Tensors, tensor_values
 
 logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 4
+MIN_TRAINABLE = 0.9  # below this share of the weights, fine-tuning stops (FrozenError)
 BN_MISMATCH = 0.2  # relative output distance above which bn="auto" keeps BN statistics
 SCHEDULES = ("cosine", "linear", "constant")
+FEATURES_BY_DEFAULT = False  # distill_features="auto" (measured: docs/finetune.md)
 
 
 @dataclasses.dataclass
@@ -87,6 +105,9 @@ class Settings:
     bn_samples: int = 2048
     shuffle_pool: int = 8192
     max_steps: int | None = None
+    allow_frozen: bool = False
+    patience: int = 2  # epochs without a better held-out loss before stopping
+    distill_features: str = "auto"  # on | off | auto (= FEATURES_BY_DEFAULT)
 
     def validate(self) -> None:
         if self.epochs <= 0 and not self.max_steps:
@@ -102,6 +123,9 @@ class Settings:
             raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
         if self.bn not in ("auto", "batch", "frozen"):
             raise UsageError(f"unknown bn mode {self.bn!r} (auto, batch, frozen)")
+        if self.distill_features not in ("auto", "on", "off"):
+            raise UsageError(f"unknown distill_features {self.distill_features!r} "
+                             "(auto, on, off)")
         if self.temperature <= 0:
             raise UsageError(f"temperature must be > 0, got {self.temperature}")
 
@@ -115,6 +139,7 @@ class Job:
     data: DataSource
     settings: Settings
     masks: dict[str, np.ndarray] | None = None
+    evaluation: DataSource | None = None  # held-out split: early stopping (early_stop.py)
 
 
 def lr_at(step: int, total: int, settings: Settings) -> float:
@@ -170,20 +195,42 @@ class _Setup:
             batch = data.num_samples
         self.batch = batch
         self.first_labels, self.first = next(data.labeled_batches(batch))
-        self.student = runtime.make_session(self.model)
-        self.names = [o.name for o in self.student.get_outputs()]
-        outputs = self.student.run(None, self.first)
-        self.teacher = None
-        teacher_outputs = None
+        self.heads = output_heads(self.model)
+        values = tensor_values(self.model, self.heads, self.first)
+        outputs = [values[o.name] for o in self.model.graph.output]
+        self.teacher: Tensors | None = None
+        teacher_values, teacher_heads = None, None
         if settings.loss == "distill":
             teacher = runtime_ready(onnx.load_from_string(job.teacher)) if job.teacher \
                 else self.model
-            self.teacher = runtime.make_session(teacher)
-            teacher_outputs = self.teacher.run(None, self.first)
-        self.plan = plan_loss(settings.loss, self.names, outputs, teacher_outputs,
-                              settings.temperature, settings.loss_weights)
+            teacher_heads = output_heads(teacher)
+            self.teacher = Tensors(teacher, teacher_heads)
+            teacher_values = self.teacher(self.first)
+        self.plan = plan_loss(settings.loss, self.heads, values, teacher_values,
+                              settings.temperature, settings.loss_weights, teacher_heads)
+        self.feature_note: str | None = None
+        wanted = settings.distill_features == "on" or (
+            settings.distill_features == "auto" and FEATURES_BY_DEFAULT)
+        if settings.loss == "distill" and wanted:
+            self._add_feature_term(teacher, teacher_heads)
         self.bn_mode, self.bn_note = self._bn_mode(settings.bn)
         self._build(job, folder, report, outputs)
+
+    def _add_feature_term(self, teacher: onnx.ModelProto, teacher_heads: list) -> None:
+        """Intermediate-feature distillation (:mod:`onnxprune.training.features`)."""
+        student_name = feature_map(self.model, self.heads, _shapes(self.model))
+        teacher_name = feature_map(teacher, teacher_heads, _shapes(teacher))
+        if student_name is None or teacher_name is None:
+            self.feature_note = "no feature map before the head: feature distillation off"
+            logger.warning("%s", self.feature_note)
+            return
+        student = tensor_values(self.model, self.heads, self.first, (student_name,))
+        self.teacher = Tensors(teacher, teacher_heads, (teacher_name,))
+        reference = self.teacher(self.first)
+        channels = match_channels(student[student_name], reference[teacher_name])
+        term = add_feature_term(self.plan, student_name, teacher_name, channels,
+                                student[student_name], reference[teacher_name])
+        logger.info("feature distillation: %s", term.reason)
 
     def _bn_mode(self, requested: str) -> tuple[str, str | None]:
         """``auto``: batch statistics when the model's stored ones fit the data."""
@@ -233,11 +280,33 @@ class _Setup:
                 if key is None or key in extra or attempt == MAX_RETRIES:
                     raise UnsupportedModelError(
                         f"ONNX Runtime training cannot train this model: {message}") from exc
-                extra[key] = f"ONNX Runtime training rejected it: {message}"
+                extra[key] = ("ONNX Runtime training rejected it: "
+                              f"{message.split(' (log: ', 1)[0]}")
                 continue
             break
         self.legal, self.trainable, self.frozen = legal, trainable, sorted(frozen)
-        self.notes = legal.notes() + ([self.bn_note] if self.bn_note else [])
+        self.notes = legal.notes() + [n for n in (self.bn_note, self.feature_note) if n]
+        chosen = [c for c in candidates if c not in select_frozen(candidates, settings.frozen)]
+        self.share = trainable_share(self.model, chosen, trainable)
+        self._check_share(settings.allow_frozen, legal.frozen_nodes)
+
+    def _check_share(self, allow: bool, frozen_nodes: dict[str, str]) -> None:
+        """Step 4b: at least ``MIN_TRAINABLE`` of the weights must train, unless allowed."""
+        share = self.share
+        line = share_line(share)
+        self.notes.insert(0, line)
+        if share["fraction"] >= MIN_TRAINABLE:
+            logger.info("%s", line)
+            return
+        nodes = "; ".join(f"{k}: {v}" for k, v in list(frozen_nodes.items())[:5])
+        more = f" (and {len(frozen_nodes) - 5} more)" if len(frozen_nodes) > 5 else ""
+        if not allow:
+            raise FrozenError(
+                f"fine-tuning would train only {line.split(': ', 1)[1]}: ONNX Runtime training "
+                f"cannot differentiate {nodes}{more}. Pass --allow-frozen (allow_frozen=True) "
+                "to fine-tune the rest anyway, or --finetune-epochs 0 to skip fine-tuning")
+        logger.warning("--allow-frozen: fine-tuning trains only %s; frozen: %s%s",
+                       line.split(": ", 1)[1], nodes, more)
 
 
 def _apply_masks(state: Any, masks: dict[str, np.ndarray]) -> None:
@@ -249,32 +318,54 @@ def _apply_masks(state: Any, masks: dict[str, np.ndarray]) -> None:
 class _TeacherCache:
     """Teacher outputs per sample position, computed once (at most ``limit`` bytes)."""
 
-    def __init__(self, session: Any, samples: int, limit: int = 256 << 20) -> None:
-        self.session, self.samples, self.limit = session, samples, limit
-        self.store: list[np.ndarray] | None = None
+    def __init__(self, tensors: Tensors | None, samples: int, limit: int = 256 << 20) -> None:
+        self.tensors, self.samples, self.limit = tensors, samples, limit
+        self.store: dict[str, np.ndarray] | None = None
         self.filled = np.zeros(samples, dtype=bool)
-        self.enabled = session is not None
+        self.enabled = tensors is not None
 
-    def __call__(self, batch) -> list[np.ndarray]:
-        if self.session is None:
-            return []
+    def __call__(self, batch) -> dict[str, np.ndarray]:
+        if self.tensors is None:
+            return {}
         pos = batch.positions
         if self.store is not None and self.filled[pos].all():
-            return [s[pos] for s in self.store]
-        outputs = self.session.run(None, batch.feeds)
+            return {k: s[pos] for k, s in self.store.items()}
+        outputs = self.tensors(batch.feeds)
         if self.enabled and self.store is None:
-            size = sum(o.nbytes for o in outputs) // len(pos) * self.samples
+            size = sum(o.nbytes for o in outputs.values()) // len(pos) * self.samples
             self.enabled = size <= self.limit
             if self.enabled:
-                self.store = [np.zeros((self.samples, *o.shape[1:]), o.dtype) for o in outputs]
+                self.store = {k: np.zeros((self.samples, *o.shape[1:]), o.dtype)
+                              for k, o in outputs.items()}
         if self.store is not None:
-            for store, value in zip(self.store, outputs):
-                store[pos] = value
+            for name, value in outputs.items():
+                self.store[name][pos] = value
             self.filled[pos] = True
         return outputs
 
 
-def _train(setup: _Setup, job: Job, report: Report) -> tuple[list[dict], float, int]:
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+    """Tensor shapes from onnx shape inference (``None`` for unknown dims; empty where it
+    fails)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # an unusual graph: no feature map is found
+        return {}
+    return {v.name: tuple(d.dim_value if d.HasField("dim_value") else None
+                          for d in v.type.tensor_type.shape.dim) for v in
+            [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+            if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
+
+
+def _held_out(setup: _Setup, job: Job) -> HeldOut:
+    def loss_feeds(feeds: dict, labels: Any) -> dict:
+        return setup.plan.feeds(setup.teacher(feeds) if setup.teacher else {}, labels)
+
+    return HeldOut(job.evaluation, setup.batch, job.settings.patience, loss_feeds)
+
+
+def _train(setup: _Setup, job: Job, report: Report,
+           held: HeldOut) -> tuple[list[dict], float, int]:
     settings, data = job.settings, job.data
     module, optimizer, state = setup.module, setup.optimizer, setup.state
     masks = {k: np.asarray(v, np.float32) for k, v in (job.masks or {}).items()
@@ -315,6 +406,12 @@ def _train(setup: _Setup, job: Job, report: Report) -> tuple[list[dict], float, 
         history.append({"epoch": epoch, "steps": len(losses), "loss": float(np.mean(losses)),
                         "lr": lr, "seconds": round(seconds, 3),
                         "samples_per_second": round(len(losses) * setup.batch / seconds, 1)})
+        if held.active:
+            history[-1].update(held.after_epoch(epoch, module, state, setup.trainable))
+            if held.stopped:
+                break
+    if held.restore(state):
+        logger.info("kept the weights of epoch %d (lowest held-out loss)", held.best_epoch)
     return history, time.perf_counter() - started, step
 
 
@@ -332,7 +429,8 @@ def run_job(job: Job, report: Report) -> dict:
     job.settings.validate()
     with scratch_folder() as folder:
         setup = _Setup(job, folder, report)
-        history, seconds, steps = _train(setup, job, report)
+        held = _held_out(setup, job)
+        history, seconds, steps = _train(setup, job, report, held)
         state = setup.state
         arrays = {name: np.array(state.parameters[name].data) for name in setup.trainable}
         legal = with_weights(setup.legal.model, arrays)
@@ -348,14 +446,16 @@ def run_job(job: Job, report: Report) -> dict:
             legal = with_weights(setup.legal.model, arrays)
         exported = with_weights(setup.model, arrays)
         reference = runtime.make_session(legal, optimize=False).run(None, setup.first)
-        outputs = runtime.make_session(exported).run(None, setup.first)
+        exported_values = tensor_values(exported, setup.heads, setup.first,
+                                        tuple(setup.plan.tensors))
+        outputs = [exported_values[o.name] for o in exported.graph.output]
         export_diff = max_relative_diff(outputs, reference)
         if export_diff > 1e-4:
             raise VerificationError(
                 f"the fine-tuned model differs from its training form by {export_diff:.1e}; "
                 "this is an onnxprune bug, please report it")
-        loss_feeds = setup.plan.feeds(setup.teacher.run(None, setup.first)
-                                      if setup.teacher else [], setup.first_labels)
+        loss_feeds = setup.plan.feeds(setup.teacher(setup.first) if setup.teacher else {},
+                                      setup.first_labels)
         setup.module.eval()
         eval_feeds = {**setup.first, **loss_feeds}
         eval_loss = float(setup.module(*[eval_feeds[n] for n in setup.module.input_names()]))
@@ -368,9 +468,10 @@ def run_job(job: Job, report: Report) -> dict:
             "seconds": round(seconds, 3),
             "samples_per_second": round(steps * setup.batch / seconds, 1) if seconds else None,
             "export_diff": export_diff, "eval_loss": eval_loss,
-            "exported_loss": setup.plan.value(outputs, loss_feeds),
+            "exported_loss": setup.plan.value(exported_values, loss_feeds),
             "trainable_params": int(sum(np.asarray(a).size for n, a in arrays.items()
                                         if n in setup.trainable)),
+            "trainable_share": setup.share, "early_stopping": held.summary(),
         }
 
 

@@ -128,3 +128,51 @@ def report_and_return(values: list, report=None) -> int:
     for value in values:
         report("progress", {"value": value})
     return sum(values)
+
+
+def _clip_bound(b: GraphBuilder, value: float | None, form: str) -> str:
+    """A Clip bound as an input: a ``Constant`` node, an initializer, or computed."""
+    if value is None:
+        return ""
+    if form == "constant":
+        return b.op("Constant", [], value=numpy_helper.from_array(np.array(value, np.float32)))
+    if form == "computed":
+        return b.op("Add", [b.init(np.array(value - 1.0, np.float32)),
+                            b.init(np.array(1.0, np.float32))])
+    return b.init(np.array(value, np.float32))
+
+
+def _clip(b: GraphBuilder, x: str, low: float | None, high: float | None, form: str) -> str:
+    if form == "attributes":
+        attrs = {k: v for k, v in (("min", low), ("max", high)) if v is not None}
+        return b.op("Clip", [x], **attrs)
+    inputs = [x, _clip_bound(b, low, form), _clip_bound(b, high, form)]
+    while inputs[-1] == "":
+        inputs.pop()
+    return b.op("Clip", inputs)
+
+
+def hardswish_se_model(opset: int = 11, form: str = "constant", channels: int = 8,
+                       classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """A Paddle2ONNX-style classifier: Conv+BN, hardswish as ``x*Clip(x+3, 0, 6)/6`` with
+    the bounds in ``form`` (constant, initializer, computed; ``attributes`` before opset
+    11), an SE block with a hard-sigmoid gate ``Clip(x/6 + 0.5, 0, 1)``, global pooling,
+    Gemm and Softmax at the end. Input ``[N, 1, 8, 8]``."""
+    b = GraphBuilder(opset=opset, seed=seed)
+    x = b.input(["N", 1, 8, 8], name="image")
+    h = x
+    for index, (c_in, c_out, stride) in enumerate([(1, channels, 1), (channels, channels, 2)]):
+        h = b.bn(b.conv(h, c_in, c_out, strides=[stride, stride]), c_out)
+        gate = _clip(b, b.op("Add", [h, b.init(np.array(3.0, np.float32))]), 0.0, 6.0, form)
+        h = b.op("Div", [b.op("Mul", [h, gate]), b.init(np.array(6.0, np.float32))])
+        if index == 1:  # squeeze-and-excitation
+            s = b.op("GlobalAveragePool", [h])
+            s = b.op("Relu", [b.conv(s, channels, channels // 2, k=1)])
+            s = b.conv(s, channels // 2, channels, k=1)
+            s = b.op("Add", [b.op("Mul", [s, b.init(np.array(1 / 6, np.float32))]),
+                             b.init(np.array(0.5, np.float32))])
+            h = b.op("Mul", [h, _clip(b, s, 0.0, 1.0, form)])
+    pooled = b.op("Flatten", [b.op("GlobalAveragePool", [h])])
+    logits = b.op("Gemm", [pooled, b.weight(classes, channels), b.weight(classes)], transB=1)
+    b.output(b.op("Softmax", [logits], name="softmax", axis=1))
+    return b.model(ir_version=7 if opset <= 12 else 8)
