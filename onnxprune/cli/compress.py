@@ -11,7 +11,12 @@ from click.core import ParameterSource
 from rich.table import Table
 
 from onnxprune.cli.common import emit_json, guard, quiet_status, stdout
-from onnxprune.cli.data_options import DATA_OPTION_NAMES, data_options, parse_floats
+from onnxprune.cli.data_options import (
+    DATA_OPTION_NAMES,
+    data_options,
+    input_shape_option,
+    parse_floats,
+)
 from onnxprune.cli.progress import step_progress
 from onnxprune.errors import UsageError
 
@@ -80,10 +85,12 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
               show_default=True, help="Training-free recovery; auto: bias with --data.")
 # -- end of calibration options
 # -- sparsity modes, progressive pruning, fine-tuning, INT8 quantization
-@click.option("--mode", type=click.Choice(["structured", "unstructured", "n:m"]),
+@click.option("--mode", callback=lambda ctx, param, value: _mode(value),
               default="structured", show_default=True,
+              metavar="[structured|unstructured|n:m|N:M]",
               help="structured: remove channels; unstructured: zero single weights "
-                   "(--scope global|uniform=per layer); n:m: N:M pattern (--nm).")
+                   "(--scope global|uniform=per layer); n:m: N:M pattern (--nm); "
+                   "N:M (e.g. 2:4) is short for --mode n:m --nm N:M.")
 @click.option("--nm", default="2:4", show_default=True,
               help="--mode n:m: at most N non-zeros in every M consecutive input weights.")
 @click.option("--steps", type=int,
@@ -122,6 +129,7 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
               help="Held-out data (.npz, labels optional) for per-step and final "
                    "accuracy/fidelity (default: the calibration subset of --data).")
 # -- end of sparsity/fine-tuning options
+@input_shape_option
 @click.pass_context
 @guard
 def command(ctx: click.Context, model: str | None, config: str | None, output: str | None,
@@ -138,6 +146,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     names += ["mode", "nm", "quantize", "steps", "finetune_epochs", "lr", "loss", "optimizer",
               "temperature", "eval_data", "train_steps", "max_drop", "holdout", "work_dir",
               "resume"]
+    names += ["input_shape"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:
@@ -162,6 +171,16 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     _print_summary(result)
 
 
+def _mode(value: str) -> str:
+    """``--mode``: a mode name or the short form ``N:M`` (e.g. ``2:4``)."""
+    import re
+
+    if value in ("structured", "unstructured", "n:m") or re.fullmatch(r"\d+:\d+", value):
+        return value
+    raise click.BadParameter(f"{value!r} is not one of structured, unstructured, n:m or N:M "
+                             "(e.g. 2:4)")
+
+
 def _ratio(before: float, after: float) -> str:
     return f"{after / before:.3f}x" if before else "-"
 
@@ -177,6 +196,10 @@ def _print_summary(result: Any) -> None:
     table.add_row("file bytes", f"{result.size_before:,}", f"{result.size_after or 0:,}",
                   _ratio(result.size_before, result.size_after or 0))
     stdout.print(table)
+    if result.input_shapes:  # MACs are per sample at these shapes
+        stdout.print("input shapes: " + ", ".join(
+            f"{name} {'x'.join('N' if d is None else str(d) for d in s['shape'])} "
+            f"({s['source']})" for name, s in result.input_shapes.items()), markup=False)
     layers = Table(title="channels per layer")
     for column in ("layer", "kind", "before", "after"):
         layers.add_column(column)
