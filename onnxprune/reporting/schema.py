@@ -27,7 +27,7 @@ __all__ = [
 
 import json
 import sys
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -145,6 +145,11 @@ class Versions(_Open):
     onnxprune: str | None = None
 
 
+class InputShapeRow(_Open):
+    shape: list[int | None] = Field(description="dims; null: a dynamic batch axis")
+    source: Literal["given", "data", "metadata", "probed", "default", "static"]
+
+
 class CompressReport(_Open):
     """``CompressResult.to_dict()`` plus the optional keys a run may add."""
 
@@ -186,6 +191,9 @@ class CompressReport(_Open):
     evaluation: dict[str, Any] | None = Field(
         None, description="original/pruned/pruned+int8: size, gzip size, accuracy, "
                           "agreement, latency (onnxprune.sparsity.evaluate)")
+    input_shapes: dict[str, InputShapeRow] | None = Field(
+        None, description="the run-time input shapes every run used (checks, calibration, "
+                          "MACs per sample) and why (onnxprune.graph.input_shapes)")
 
 
 def _validate(model: type[BaseModel], document: dict, what: str) -> BaseModel:

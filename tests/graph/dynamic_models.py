@@ -74,3 +74,12 @@ def detector_like(stride: int = 32, dims: list | None = None,
     out = b.conv(cat, c_deep + c_low, 6, k=1)
     return _finish(b, out, [_input("images", dims or [1, 3, "height", "width"])], 4,
                    metadata)
+
+
+def fixed_size_only(size: int = 50) -> onnx.ModelProto:
+    """Dynamic H/W in the signature, but a Reshape to ``3*size*size`` features: only
+    ``size`` x ``size`` runs, which no default candidate is."""
+    b = GraphBuilder(opset=13)
+    x = b.op("Reshape", ["x", b.ints([1, 3 * size * size])])
+    out = b.op("Gemm", [x, b.weight(4, 3 * size * size), b.weight(4)], transB=1)
+    return _finish(b, out, [_input("x", [1, 3, "h", "w"])], 2)
