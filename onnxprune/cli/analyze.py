@@ -41,8 +41,9 @@ def command(model: str, ignore: tuple[str, ...], prune_hidden: bool, as_json: bo
                       f"{100 * row['params_share']:.1f}", f"{100 * row['macs_share']:.1f}", status)
     stdout.print(table)
     if report.get("input_shapes"):  # MACs are per sample at these shapes
-        stdout.print("MACs at input shapes: " + ", ".join(
-            f"{name} {'x'.join('N' if d is None else str(d) for d in s['shape'])} "
-            f"({s['source']})" for name, s in report["input_shapes"].items()), markup=False)
+        from onnxprune.graph.input_shapes import format_shapes
+
+        stdout.print(f"MACs at input shapes: {format_shapes(report['input_shapes'])}",
+                     markup=False)
     prunable = sum(r["prunable"] for r in report["groups"])
     stdout.print(f"{prunable} of {len(report['groups'])} groups prunable")

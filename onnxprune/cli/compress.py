@@ -197,9 +197,9 @@ def _print_summary(result: Any) -> None:
                   _ratio(result.size_before, result.size_after or 0))
     stdout.print(table)
     if result.input_shapes:  # MACs are per sample at these shapes
-        stdout.print("input shapes: " + ", ".join(
-            f"{name} {'x'.join('N' if d is None else str(d) for d in s['shape'])} "
-            f"({s['source']})" for name, s in result.input_shapes.items()), markup=False)
+        from onnxprune.graph.input_shapes import format_shapes
+
+        stdout.print(f"input shapes: {format_shapes(result.input_shapes)}", markup=False)
     layers = Table(title="channels per layer")
     for column in ("layer", "kind", "before", "after"):
         layers.add_column(column)

@@ -23,7 +23,8 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["InputShape", "RunShapes", "current", "is_dynamic", "normalize_dynamic_dims",
+__all__ = ["InputShape", "RunShapes", "current", "format_shapes", "is_dynamic",
+           "normalize_dynamic_dims",
            "normalize_proto_dims", "parse_input_shapes", "using"]
 
 import contextlib
@@ -171,6 +172,12 @@ class RunShapes:
     def to_dict(self) -> dict[str, dict]:
         """``{name: {"shape": [..., None for a dynamic batch], "source": ...}}``."""
         return {s.name: {"shape": list(s.dims), "source": s.source} for s in self.inputs}
+
+
+def format_shapes(shapes: dict[str, dict]) -> str:
+    """``RunShapes.to_dict()`` as one line: ``images 1x3x320x320 (metadata), ...``."""
+    return ", ".join(f"{name} {'x'.join('N' if d is None else str(d) for d in s['shape'])} "
+                     f"({s['source']})" for name, s in shapes.items())
 
 
 _CURRENT: contextvars.ContextVar[RunShapes | None] = contextvars.ContextVar(

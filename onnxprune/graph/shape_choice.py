@@ -13,9 +13,11 @@ Rules (first that applies, per input):
    1. image-like inputs (rank 4, float, channel axis 1 or 3 known as 1, 3 or 4, both
       spatial dims dynamic): the size the model's ``metadata_props`` state
       (``imgsz``, ``image_size``, ``input_size``: ``[320, 320]``, ``320``, ``320,320``)
-      first, then 224, 256, 288, ... 640 (multiples of 32);
-   2. every other dynamic non-batch dim: 16, 32, 64, 128, 256, 512 (never a zero or
-      tiny dim); dims with the same ``dim_param`` name get the same value.
+      first, then 224, 256, 288, ... 640 (multiples of 32), and only then 192, 160,
+      ... 32 (models that flatten a small fixed map);
+   2. every other dynamic non-batch dim: 16, 32, 64, 128, 256, 512, and only then 8,
+      4, 2 (never a zero dim); dims with the same ``dim_param`` name get the same
+      value.
 
    The first candidate the runtime accepts is taken (source ``metadata`` or
    ``probed``). None accepted: :class:`UnsupportedModelError` naming the inputs and
@@ -42,8 +44,8 @@ from onnxprune.graph.input_shapes import InputShape, RunShapes, normalize_proto_
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SIZES = tuple(range(224, 641, 32))
-SEQUENCE_SIZES = (16, 32, 64, 128, 256, 512)
+IMAGE_SIZES = (*range(224, 641, 32), *range(192, 31, -32))  # then smaller, as a last resort
+SEQUENCE_SIZES = (16, 32, 64, 128, 256, 512, 8, 4, 2)
 METADATA_KEYS = ("imgsz", "image_size", "input_size")
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
            onnx.TensorProto.BFLOAT16}
@@ -236,7 +238,7 @@ def _search(model, proto: onnx.ModelProto, specs: list[_Spec], open_specs: list[
     example = open_specs[0]
     raise UnsupportedModelError(
         f"input {names}: no run-time shape found that ONNX Runtime accepts (tried "
-        f"{count} sizes up to {IMAGE_SIZES[-1]}; last error: {errors[-1] if errors else '?'}); "
+        f"{count} sizes from 32 to 640; last error: {errors[-1] if errors else '?'}); "
         f"pass the shape the model expects, e.g. --input-shape {example.name}:"
         + "x".join(str(d) if d is not None else "N" for d in example.dims))
 
