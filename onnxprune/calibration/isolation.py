@@ -57,8 +57,9 @@ def _hint() -> str:
     resolved = input_shapes.current()
     shapes = f" at input shapes {resolved.describe()}" if resolved is not None else ""
     return (f"the model crashed ONNX Runtime{shapes}. If the model expects another input "
-            "size, pass it with --input-shape NAME:D0xD1x..; else use a criterion that "
-            "needs no run (--criterion l1) or report the model to ONNX Runtime")
+            "size, pass it with --input-shape NAME:D0xD1x..; else run without the "
+            "data-driven steps (--criterion l1 --recover none) or report the model to "
+            "ONNX Runtime")
 
 
 def guarded(func: Callable, *args: Any, what: str) -> Any:

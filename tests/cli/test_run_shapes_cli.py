@@ -122,3 +122,21 @@ def test_analyze_reports_macs_at_the_input_shape(tmp_model):
                            "images:1x3x320x320").output)
     assert large["macs"] == 4 * small["macs"]
     assert large["input_shapes"]["images"]["source"] == "given"
+
+
+def test_model_that_runs_at_no_default_size_exits_4_naming_input(tmp_model, tmp_path):
+    from tests.graph.dynamic_models import fixed_size_only
+
+    model = tmp_model(fixed_size_only(50))
+    result = run("compress", model, "-t", "0.3", "-o", tmp_path / "p.onnx")
+    assert result.exit_code == ExitCode.UNSUPPORTED_MODEL, result.output
+    assert "input 'x'" in result.output and "--input-shape x:" in result.output
+    assert "does not run" not in result.output
+
+
+def test_sensitivity_records_the_input_shapes(tmp_model):
+    model = tmp_model(paddle_like())
+    result = run("sensitivity", model, "--input-shape", "x:1x3x32x32", "--ratios", "0.5",
+                 "--max-samples", "4", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["input_shapes"]["x"]["shape"] == [None, 3, 32, 32]
