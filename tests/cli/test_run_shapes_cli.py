@@ -140,3 +140,14 @@ def test_sensitivity_records_the_input_shapes(tmp_model):
                  "--max-samples", "4", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["input_shapes"]["x"]["shape"] == [None, 3, 32, 32]
+
+
+def test_bench_times_a_dynamic_detector_at_a_size_it_accepts(tmp_model):
+    model = tmp_model(detector_like(64), "det.onnx")
+    result = run("bench", model, "--runs", "2", "--warmup", "0", "--no-memory", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["settings"]["input_shapes"] == {"images": [1, 3, 256, 256]}
+    static = tmp_model(detector_like(64, dims=[1, 3, 256, 256]), "static.onnx")
+    expected = json.loads(run("analyze", static, "--json").output)["macs"]
+    assert document["models"][0]["macs"] == expected
