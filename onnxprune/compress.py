@@ -109,14 +109,20 @@ def _analyze_file(model: str | os.PathLike[str], ignore: tuple[str, ...],
     analysis = analyze(loaded.model, prune_hidden=prune_hidden)
     analysis.ignore(ignore)
     cost = CostModel(analysis)
+    from onnxprune.importance import score_units
+    from onnxprune.planning.capacity import capacity
+
+    limits = capacity(analysis, scores=score_units(analysis, "l1"), cost=cost)
     return {
         "model": str(model),
         "opset": loaded.opset,
         "params": cost.original.params,
         "macs": cost.original.macs,
         "groups": group_rows(analysis, cost),
+        "capacity": limits.to_dict(),
         "notes": loaded.notes,
         "version": __version__,
+        "canonicalization": loaded.facts.get("canonical"),  # onnxprune.graph.canonicalize
         "input_shapes": _run_shapes(),
     }
 

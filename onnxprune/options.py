@@ -34,7 +34,7 @@ class CompressOptions(pydantic.BaseModel):
     criterion: Literal["auto", "l1", "l2", "bn_scale", "fpgm", "random",
                        "activation", "apoz", "taylor"] = "auto"
     scope: Literal["global", "uniform"] = "global"
-    round_to: int = pydantic.Field(1, ge=1)
+    round_to: int | None = pydantic.Field(None, ge=1)  # None: multiples of 8 channels
     min_keep: float = pydantic.Field(0.1, ge=0.0)
     ignore: tuple[str, ...] = ()
     seed: int = 0

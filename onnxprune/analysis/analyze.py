@@ -12,9 +12,12 @@ Rules:
 4. ``prune_hidden=True`` lets the rules prune the hidden (residual-stream) width of
    transformers: embedding tables become sources and normalisations over the
    hidden axis (LayerNormalization, ReduceMean) compute over the kept channels.
-   Without it, a transformer-like model (LayerNormalization, or a Gather from a 2-D
-   initializer) is also analyzed with it, and every group that is blocked now but
-   prunable then gets a first reason saying so (:data:`HIDDEN_HINT`).
+   Without it, a transformer-like model (LayerNormalization, a decomposed
+   LayerNorm/RMSNorm chain found by :func:`onnxprune.graph.norms.find_norm_chains`, or
+   a Gather from a 2-D initializer) is also analyzed with it, and every group that is
+   blocked now but prunable then gets a first reason saying so (:data:`HIDDEN_HINT`);
+   that analysis is kept as ``Analysis.hidden`` (the planner names ``--prune-hidden``
+   when it would reach an unreachable target).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import onnxprune.analysis.rules  # noqa: F401  (registers the rules)
 from onnxprune.analysis.context import AnalysisContext, describe
 from onnxprune.analysis.groups import Analysis, build_groups
 from onnxprune.analysis.registry import lookup
+from onnxprune.graph.norms import find_norm_chains
 from onnxprune.graph.shapes import infer_shapes
 
 logger = logging.getLogger(__name__)
@@ -52,7 +56,8 @@ def analyze(model: ir.Model, *, shapes_done: bool = False,
         ctx.block_layout(out, f"reaches graph output '{out.name}'")
     analysis = build_groups(ctx)
     if not prune_hidden and _transformer_like(model):
-        _hint_hidden(analysis, analyze(model, shapes_done=True, prune_hidden=True))
+        analysis.hidden = analyze(model, shapes_done=True, prune_hidden=True)
+        _hint_hidden(analysis, analysis.hidden)
     return analysis
 
 
@@ -64,7 +69,8 @@ def _transformer_like(model: ir.Model) -> bool:
                 and node.inputs[0].const_value is not None \
                 and len(node.inputs[0].const_value.shape) == 2:
             return True
-    return False
+    imports = model.opset_imports
+    return bool(find_norm_chains(model.graph, int(imports.get("", imports.get("ai.onnx", 0)))))
 
 
 def _hint_hidden(analysis: Analysis, hidden: Analysis) -> None:

@@ -16,12 +16,15 @@ Rules:
    rules and its sources: "<scope> attention: 4 heads of 64" (a head split whose
    heads meet in an activation MatMul), "<scope> LSTM: 128 hidden units",
    "hidden width (residual stream): 768 channels" (embedding sources, or channels
-   normalised over the hidden axis with ``prune_hidden``),
-   "<scope> MLP: 3072 neurons" (prunable linear sources: hidden neurons between two
-   linear layers), "<scope> linear: N features" (blocked ones), else
+   normalised over the hidden axis with ``prune_hidden``), "<scope> embedding: 64
+   features" (an embedding that feeds no residual stream),
+   "<scope>: 58 channels in each of 2 shuffled groups" (a channel shuffle: a unit is
+   one channel of every group), "<scope> MLP: 3072 neurons" (prunable linear sources:
+   hidden neurons between two linear layers), "<scope> linear: N features" (blocked ones), else
    "<scope>: N channels".
    ``unit_size`` is the number of channels in one unit of one source tensor
-   (the head width for heads, else 1); ``round_to`` and ``min_keep`` count units.
+   (the head width for heads, the group count of a shuffle, else 1); ``round_to`` and
+   ``min_keep`` count units.
 """
 
 from __future__ import annotations
@@ -75,6 +78,9 @@ class Analysis:
     unit_group: np.ndarray
     unit_local: np.ndarray
     groups: list[Group]
+    # the same model analyzed with prune_hidden (transformer-like models only): what
+    # --prune-hidden would make prunable (hints, unreachable-target alternatives)
+    hidden: Analysis | None = None
 
     @property
     def num_units(self) -> int:
@@ -99,6 +105,8 @@ class Analysis:
             if hits:
                 group.blocked[:] = True
                 group.reasons.append(f"ignored by --ignore {hits[0]}")
+        if self.hidden is not None:
+            self.hidden.ignore(patterns)
 
 
 def _components(n: int, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -169,8 +177,14 @@ def _describe(analysis: Analysis) -> None:
                 group.description = (f"{scope} {what}: {n} key/value heads, each shared by "
                                      f"{notes['most_heads'] // n} query heads of "
                                      f"{notes['heads']}")
+        elif "shuffle" in notes:
+            group.unit_size = notes["shuffle"]
+            group.description = (f"{scope}: {n} channels in each of {notes['shuffle']} "
+                                 "shuffled groups")
         elif recurrent := [k for k in ("LSTM", "GRU", "RNN") if k in notes]:
             group.description = f"{scope} {recurrent[0]}: {n} hidden units"
+        elif all(s.kind == "embedding table" for s in group.sources):
+            group.description = f"{scope} embedding: {n} features"
         elif "hidden" in notes or any(s.kind == "embedding" for s in group.sources):
             group.description = f"hidden width (residual stream): {n} channels"
         elif all(s.kind in _LINEAR_KINDS for s in group.sources) and group.prunable:

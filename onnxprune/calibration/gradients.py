@@ -168,6 +168,28 @@ def _reaching_outputs(model: onnx.ModelProto, probes: list[Probe]) -> list[Probe
     return [p for p in probes if p.name in needed]
 
 
+def _refuse_native_crashes(model: onnx.ModelProto, probes: list[Probe]) -> None:
+    """ORT training 1.19 kills the process on some graphs: its gradient builder aborts on
+    If/Loop/Scan nodes, and running the gradient of a GRU segfaults. Refuse those first
+    (control flow anywhere; a recurrent node downstream of a probe), so ``auto`` falls
+    back to activations instead of the CLI dying."""
+    flows = [n.name or n.op_type for n in model.graph.node
+             if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                    for a in n.attribute)]
+    if flows:
+        raise UnsupportedModelError(
+            f"ONNX Runtime training cannot differentiate through control flow "
+            f"({', '.join(flows[:3])}); use --criterion activation")
+    names = {p.name for p in probes}
+    for node in model.graph.node:
+        if node.op_type in ("LSTM", "GRU", "RNN") and names & ancestors(model.graph,
+                                                                         node.input):
+            raise UnsupportedModelError(
+                f"ONNX Runtime training cannot differentiate through {node.op_type} "
+                f"'{node.name}' (channels before it are scored through it); use "
+                "--criterion activation")
+
+
 class GateGradients:
     """Build once, then ``stream(data)`` per-sample gate gradients batch by batch."""
 
@@ -190,6 +212,7 @@ class GateGradients:
     # -- graph -----------------------------------------------------------------------
     def _build(self, data: DataSource) -> None:
         _, api = import_training()
+        _refuse_native_crashes(self.model, self.probes)
         feeds = self._pad(next(data.batches(self.batch)))[0]
         shapes = {o.name: r.shape for o, r in zip(self.outputs, self.reference.run(None, feeds))}
         self.rows = row_layouts(self.model, self.probes, feeds, self.batch)

@@ -2,7 +2,8 @@
 
 Rule: for every ``tensor -> factor`` pair a node ``tensor__<suffix> = Mul(tensor, factor)``
 is inserted right after the tensor's producer (or first, for graph inputs), and every
-node that read ``tensor`` reads the product instead. Graph outputs keep the original
+node that read ``tensor`` reads the product instead, also inside If/Loop bodies
+(outer-scope reads, ``graph.protos.rename_reads``). Graph outputs keep the original
 tensor. Used for the masked-evaluation and gate-gradient models.
 """
 
@@ -12,6 +13,8 @@ __all__ = ["multiply_tensors"]
 
 import onnx
 from onnx import helper
+
+from onnxprune.graph.protos import rename_reads
 
 
 def multiply_tensors(graph: onnx.GraphProto, factors: dict[str, str], suffix: str) -> None:
@@ -28,10 +31,8 @@ def multiply_tensors(graph: onnx.GraphProto, factors: dict[str, str], suffix: st
     for name in list(pending):
         if name in produced:
             ordered.append(mul(name))
+    rename_reads(graph, renamed)
     for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in renamed:
-                node.input[i] = renamed[name]
         ordered.append(node)
         for out in node.output:
             if out in pending:

@@ -47,3 +47,9 @@ def command(model: str, ignore: tuple[str, ...], prune_hidden: bool, as_json: bo
                      markup=False)
     prunable = sum(r["prunable"] for r in report["groups"])
     stdout.print(f"{prunable} of {len(report['groups'])} groups prunable")
+    limits = report["capacity"]
+    stdout.print(f"prunable share: {limits['prunable_share']['params']:.1%} of params; with the "
+                 f"default options at most {limits['maximum']['params']:.3f} of params and "
+                 f"{limits['maximum']['flops']:.3f} of MACs can be removed")
+    for note in report["notes"]:  # conversion, canonicalization (folded/removed/fused)
+        stdout.print(f"note: {note}", markup=False, emoji=False)

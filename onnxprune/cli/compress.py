@@ -54,8 +54,9 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
               help="auto: taylor with --data, l1 without.")
 @click.option("--scope", type=click.Choice(["global", "uniform"]), default="global",
               show_default=True)
-@click.option("--round-to", type=int, default=1, show_default=True,
-              help="Keep every pruned channel count a multiple of N.")
+@click.option("--round-to", type=int, default=None,
+              help="Keep every pruned channel count a multiple of N units (default: multiples "
+                   "of 8 channels; --round-to 1 for any count).")
 @click.option("--min-keep", type=float, default=0.1, show_default=True,
               help="Per-group floor: fraction (<1) or count (>=1) of channels kept.")
 @click.option("--ignore", multiple=True, help="Glob of node/initializer names to keep whole.")
@@ -215,6 +216,8 @@ def _print_summary(result: Any) -> None:
     stdout.print(f"removed {100 * result.achieved:.1f}% of {result.options['metric']}; "
                  "ONNX Runtime check passed"
                  + (f"; max deviation from masked original {diff:.1e}" if diff is not None else ""))
+    for note in result.notes:  # opset conversion, canonicalization, runtime lowering...
+        stdout.print(f"note: {note}", markup=False, emoji=False)
 
 
 def _print_budget(budget: dict | None) -> None:

@@ -22,7 +22,8 @@ from onnxprune.cli.data_options import data_options, input_shape_option, parse_f
                                                "activation", "apoz", "taylor"]),
               default="l1", show_default=True, help="Which channels go first in each group.")
 @click.option("--min-keep", type=float, default=0.1, show_default=True)
-@click.option("--round-to", type=int, default=1, show_default=True)
+@click.option("--round-to", type=int, default=None,
+              help="Kept counts a multiple of N units (default: multiples of 8 channels).")
 @click.option("--ignore", multiple=True, help="Glob of node/initializer names to keep whole.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Write the JSON here.")

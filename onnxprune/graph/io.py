@@ -2,9 +2,10 @@
 
 Rules:
 
-1. ``load_model`` accepts any ONNX file, with or without external data, opset 11
-   or newer. Every failure is an :class:`InvalidModelError` or
-   :class:`UnsupportedModelError` naming the file and what to do.
+1. ``load_model`` accepts any ONNX file, with or without external data. Below opset
+   11 it is converted first (:mod:`onnxprune.graph.convert`; a failed conversion is
+   an :class:`UnsupportedModelError`). Every failure is an :class:`InvalidModelError`
+   or :class:`UnsupportedModelError` naming the file and what to do.
 2. Weights stored as ``Constant`` nodes or as ``Identity`` of an initializer are
    normalised into plain initializers so later layers see one form only.
 3. ``save_model`` never overwrites its source, writes to a temporary file in the
@@ -12,6 +13,12 @@ Rules:
    write leaves no partial file. Models whose weights exceed ``EXTERNAL_DATA_BYTES``
    (or that came with external data) are saved with an external data file beside
    them.
+4. After rule 2, every loaded graph is canonicalized (:mod:`onnxprune.graph.canonicalize`:
+   constant subexpressions folded, dead nodes removed, decomposed LayerNorm chains
+   fused), so compress, analyze, sensitivity and bench all see the same graph, and
+   the original that the masked oracle runs is the canonical one. What changed is in
+   ``notes`` and ``facts["canonical"]``. A canonicalization that fails is skipped
+   with a note (the model is analysed as loaded).
 """
 
 from __future__ import annotations
@@ -31,11 +38,12 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveInitializersFromInputsPass
 
-from onnxprune.errors import InvalidModelError, OutputError, UnsupportedModelError
+from onnxprune.errors import InvalidModelError, OutputError
+from onnxprune.graph.canonicalize import canonicalize
+from onnxprune.graph.convert import MIN_OPSET, convert_opset
 
 logger = logging.getLogger(__name__)
 
-MIN_OPSET = 11
 EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
@@ -173,19 +181,29 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     _check_path(path)
     proto = _parse(path)
     external = _check_external_data(proto, path.parent)
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < MIN_OPSET:
-        raise UnsupportedModelError(
-            f"{path}: opset {opset} is below {MIN_OPSET}; convert it first, e.g. "
-            f"onnx.version_converter.convert_version(model, {MIN_OPSET})"
-        )
     _check_structure(path)
+    proto, converted = convert_opset(proto, str(path))
+    model, notes = _normalized(proto, path)
+    notes = ([converted] if converted else []) + notes
+    facts: dict = {}
+    try:
+        done = canonicalize(model)
+    except Exception as exc:  # a bug, or a graph the folder cannot evaluate: keep it as loaded
+        logger.warning("canonicalization of %s skipped: %s", path, exc)
+        model, _ = _normalized(proto, path)
+        notes.append(f"canonicalization skipped ({type(exc).__name__}: {exc})")
+    else:
+        facts["canonical"] = done.to_dict()
+        notes.extend(done.notes())
+    return LoadedModel(model, path, path.stat().st_size, external, notes, facts)
+
+
+def _normalized(proto: onnx.ModelProto, path: pathlib.Path) -> tuple[ir.Model, list[str]]:
     model = _proto_to_ir(proto, path)
     try:
-        notes = normalize(model)
+        return model, normalize(model)
     except Exception as exc:  # a malformed graph the checker let through
         raise InvalidModelError(f"{path}: cannot normalise the graph: {exc}") from exc
-    return LoadedModel(model, path, path.stat().st_size, external, notes)
 
 
 def _proto_to_ir(proto: onnx.ModelProto, path: pathlib.Path) -> ir.Model:

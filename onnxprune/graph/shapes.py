@@ -22,7 +22,8 @@ Rules:
    ``Shape`` chains that inference does not follow), one that differs stays ``None``.
 5. ``shapes_at_run(model)``: the concrete shape of every value at the run's resolved
    input shapes at batch 1 (costs are per sample at real sizes): onnx shape inference
-   with the inputs fixed (the model's own shapes are restored afterwards), then one
+   with the inputs fixed (the model's own shapes, subgraphs included, are restored
+   afterwards), then one
    runtime probe at those shapes for values inference left open. Empty without
    resolved shapes.
 """
@@ -128,7 +129,8 @@ def shapes_at_run(model: ir.Model, probe: bool = True) -> dict[str, tuple[int, .
         return {}
     concrete = resolved.concrete(1)
     values = [*model.graph.inputs, *_intermediate_values(model)]
-    saved = [(value, value.shape) for value in values]
+    saved = [(value, value.shape) for graph in model.graphs()  # subgraphs too
+             for value in (*graph.inputs, *(o for node in graph for o in node.outputs))]
     try:
         for value in model.graph.inputs:
             if value.name in concrete and value.shape is not None \

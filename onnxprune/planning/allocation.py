@@ -26,7 +26,7 @@ import numpy as np
 
 from onnxprune.analysis.groups import Analysis
 from onnxprune.calibration.sensitivity import Sensitivity
-from onnxprune.errors import UnreachableTargetError
+from onnxprune.planning.alternatives import unreachable_error
 from onnxprune.planning.planner import Plan, PlanOptions, _Searcher
 
 LEVELS = 24
@@ -62,11 +62,7 @@ def make_sensitivity_plan(analysis: Analysis, scores: np.ndarray, options: PlanO
         damage.append(_interpolate(sensitivity.curve(opts.group.index), candidates))
     maximum = search.achieved([lv[-1] for lv in levels])
     if maximum + 1e-9 < options.target:
-        raise UnreachableTargetError(
-            f"target {options.target:.3f} of {options.metric} is unreachable: at most "
-            f"{maximum:.3f} can be removed with min_keep={options.min_keep}, "
-            f"round_to={options.round_to} (lower --min-keep/--round-to or the target)",
-            maximum)
+        raise unreachable_error(analysis, options, maximum)
     position = [0] * len(levels)
     counts = [0] * len(levels)
     current = 0.0

@@ -10,8 +10,13 @@ Rules:
    width or of its ``reference_sizes`` width, else a count), at least one channel,
    its blocked units, and one unit of every non-empty set (each source layer and each
    Split/Slice part keeps a channel). ``round_to`` makes every kept count a multiple
-   of N (a group too small for that stays whole). Grouped-conv groups keep the same
-   count in every block.
+   of N units (a group too small for that stays whole). Unset (``None``, the default),
+   kept *channel* counts are multiples of ``DEFAULT_ROUND_CHANNELS`` = 8: channel
+   groups keep multiples of 8 units, head groups multiples of ``8 / gcd(8, head
+   width)`` heads (any head count for heads of 8, 16, 64 ... channels); odd counts
+   fall off the blocked SIMD kernels and make pruned models slower
+   (``benchmarks/bench_round_to.py``). Grouped-conv groups keep the same count in
+   every block.
 4. ``scope="global"``: one threshold over all normalised scores; each group
    removes its units scoring below it (as far as rule 3 allows).
    ``scope="uniform"``: the same ratio removed from every group.
@@ -20,12 +25,14 @@ Rules:
    ``EXACT_SEARCH_LIMIT`` combinations of per-group counts, all are tried and the
    one overshooting the target least is taken.
 5. A target above what rule 3 allows raises :class:`UnreachableTargetError`
-   stating the maximum reachable value.
+   stating the maximum reachable value and, when some exist, the options that would
+   reach more (``planning.alternatives``: --prune-hidden, --min-keep, --round-to).
 """
 
 from __future__ import annotations
 
-__all__ = ["GroupOptions", "Plan", "PlanOptions", "group_options", "make_plan"]
+__all__ = ["DEFAULT_ROUND_CHANNELS", "GroupOptions", "Plan", "PlanOptions", "group_options",
+           "make_plan", "reachable_maximum"]
 
 import dataclasses
 import itertools
@@ -34,10 +41,11 @@ import math
 import numpy as np
 
 from onnxprune.analysis.groups import Analysis, Group
-from onnxprune.errors import UnreachableTargetError, UsageError
+from onnxprune.errors import UsageError
 from onnxprune.planning.cost import CostModel
 
 METRICS = ("params", "flops")
+DEFAULT_ROUND_CHANNELS = 8  # unset round_to: kept channel counts are multiples of this
 EXACT_SEARCH_LIMIT = 512  # combinations of per-group counts searched exhaustively
 SCOPES = ("global", "uniform")
 
@@ -47,7 +55,7 @@ class PlanOptions:
     target: float
     metric: str = "params"
     scope: str = "global"
-    round_to: int = 1
+    round_to: int | None = 1  # None: DEFAULT_ROUND_CHANNELS channels (rule 3)
     min_keep: float = 0.1
     # (source node, width in units) that a fractional min_keep refers to instead of the
     # group's current width (progressive pruning passes the original model's widths)
@@ -60,10 +68,23 @@ class PlanOptions:
             raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric}")
         if self.scope not in SCOPES:
             raise UsageError(f"--scope must be one of {', '.join(SCOPES)}, got {self.scope}")
-        if self.round_to < 1:
+        if self.round_to is not None and self.round_to < 1:
             raise UsageError(f"--round-to must be >= 1, got {self.round_to}")
         if self.min_keep < 0:
             raise UsageError(f"--min-keep must be >= 0, got {self.min_keep}")
+
+
+    def unit_multiple(self, group: Group) -> int:
+        """The multiple of units every kept count of ``group`` must be (rule 3)."""
+        if self.round_to is not None:
+            return self.round_to
+        return DEFAULT_ROUND_CHANNELS // math.gcd(DEFAULT_ROUND_CHANNELS,
+                                                  max(group.unit_size, 1))
+
+    def describe_round_to(self) -> str:
+        if self.round_to is None:
+            return f"round_to={DEFAULT_ROUND_CHANNELS} channels (the default)"
+        return f"round_to={self.round_to}"
 
 
 @dataclasses.dataclass
@@ -126,12 +147,12 @@ def _group_options(group: Group, scores: np.ndarray, options: PlanOptions) -> Gr
     if group.constraints:
         return _blocked_options(group, scores, options, floor)
     counts = [r for r in range(len(order) + 1)
-              if group.size - r >= floor and _round_ok(group.size - r, group.size, options)]
+              if group.size - r >= floor and _round_ok(group.size - r, group, options)]
     return GroupOptions(group, order, counts or [0])
 
 
-def _round_ok(kept: int, size: int, options: PlanOptions) -> bool:
-    return kept == size or kept % options.round_to == 0
+def _round_ok(kept: int, group: Group, options: PlanOptions) -> bool:
+    return kept == group.size or kept % options.unit_multiple(group) == 0
 
 
 def _blocked_options(group: Group, scores, options, floor) -> GroupOptions:
@@ -148,7 +169,7 @@ def _blocked_options(group: Group, scores, options, floor) -> GroupOptions:
     for per_block in range(limit + 1):
         removed = np.concatenate([b[:per_block] for b in blocks])
         kept = group.size - n * per_block
-        if kept >= floor and _round_ok(kept, group.size, options) and all(
+        if kept >= floor and _round_ok(kept, group, options) and all(
             _equal_loss(c, removed) for c in group.constraints
         ):
             counts.append(n * per_block)
@@ -296,6 +317,12 @@ def group_options(analysis: Analysis, scores: np.ndarray, options: PlanOptions,
     return [opts for opts, _ in _Searcher(analysis, scores, options).groups]
 
 
+def reachable_maximum(analysis: Analysis, options: PlanOptions) -> float:
+    """The most of ``options.metric`` that rule 3 lets go (scores do not matter)."""
+    search = _Searcher(analysis, np.zeros(analysis.num_units), options)
+    return search.achieved([opts.counts[-1] for opts, _ in search.groups])
+
+
 def make_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> Plan:
     """Pick the removed units (see module docstring)."""
     options.validate()
@@ -303,12 +330,9 @@ def make_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> P
     maximum_counts = [opts.counts[-1] for opts, _ in search.groups]
     maximum = search.achieved(maximum_counts)
     if maximum + 1e-9 < options.target:
-        raise UnreachableTargetError(
-            f"target {options.target:.3f} of {options.metric} is unreachable: at most "
-            f"{maximum:.3f} can be removed with min_keep={options.min_keep}, "
-            f"round_to={options.round_to} (lower --min-keep/--round-to or the target)",
-            maximum,
-        )
+        from onnxprune.planning.alternatives import unreachable_error  # imports this module
+
+        raise unreachable_error(analysis, options, maximum)
     knobs = search.knobs()
     lo, hi = 0, len(knobs) - 1
     while lo < hi:

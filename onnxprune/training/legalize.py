@@ -42,7 +42,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.graph.protos import ancestors, set_static_batch
+from onnxprune.graph.protos import ancestors, graph_reads, set_static_batch
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def _remove_dead(graph: onnx.GraphProto) -> None:
     kept = [n for n in graph.node if any(out in needed for out in n.output)]
     del graph.node[:]
     graph.node.extend(kept)
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    used = graph_reads(graph)  # with the outer-scope reads of If/Loop bodies
     inits = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(inits)

@@ -15,6 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.graph import runtime
+from onnxprune.graph.protos import node_reads
 from onnxprune.training.ort import runtime_ready
 
 _NP_TO_ONNX = {np.dtype(k): v for k, v in {
@@ -47,7 +48,7 @@ def run_fragment(model: onnx.ModelProto, nodes: list[onnx.NodeProto],
     """Outputs of ``nodes`` run alone (rule 2)."""
     produced = {o for n in nodes for o in n.output}
     own = {t.name for t in new_inits}
-    needed = [i for n in nodes for i in n.input if i and i not in produced and i not in own]
+    needed = [i for n in nodes for i in node_reads(n) if i not in produced and i not in own]
     initializers = list(new_inits)
     graph_inputs, feeds = [], {}
     for name in dict.fromkeys(needed):

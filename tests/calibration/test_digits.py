@@ -22,7 +22,7 @@ test_accuracy.__test__ = False
 def pruned_accuracy(tmp_path, **options) -> float:
     out = tmp_path / "pruned.onnx"
     compress(DIGITS, 0.5, output=out, data=str(DIGITS_TRAIN), max_samples=512, steps=1,
-             **options)
+             **{"round_to": 1, **options})
     return test_accuracy(out)
 
 

@@ -68,8 +68,13 @@ def make_input(case: str, folder: pathlib.Path) -> tuple[pathlib.Path, list[str]
         else:
             data.write_bytes(data.read_bytes()[:8])
         return path, []
-    if case == "opset_low":
-        return write(path, cnn(opset=9)), []
+    if case == "opset_low":  # below 11 and not convertible: BatchNormalization spatial=0
+        b = GraphBuilder(opset=6)
+        x = b.input(["N", 3, 8, 8])
+        h = b.op("BatchNormalization", [b.conv(x, 3, 4), b.positive(4), b.weight(4),
+                                        b.weight(4), b.positive(4)], spatial=0)
+        b.output(h, shape=["N", 4, 8, 8])
+        return write(path, b.model()), []
     if case == "opset_high":
         return write(path, cnn(opset=23)), []
     if case == "no_group":
@@ -107,7 +112,7 @@ CASES = [
     ("not_a_model", ExitCode.INVALID_MODEL, "not a model"),
     ("external_missing", ExitCode.INVALID_MODEL, "is missing"),
     ("external_short", ExitCode.INVALID_MODEL, "too short"),
-    ("opset_low", ExitCode.UNSUPPORTED_MODEL, "opset 9 is below 11"),
+    ("opset_low", ExitCode.UNSUPPORTED_MODEL, "cannot convert it to opset 11"),
     ("opset_high", ExitCode.UNSUPPORTED_MODEL, "newer than the installed ONNX Runtime"),
     ("no_group", ExitCode.UNSUPPORTED_MODEL, "no prunable channel group"),
     ("target_range", ExitCode.USAGE, "'target'"),
@@ -129,7 +134,7 @@ def snapshot(folder: pathlib.Path) -> dict[str, str]:
 @pytest.mark.parametrize("case,code,message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_row(tmp_path, case, code, message):
     path, extra = make_input(case, tmp_path)
-    args = ["compress", str(path), "--target", "0.5", *extra]
+    args = ["compress", str(path), "--target", "0.5", "--round-to", "1", *extra]
     before = snapshot(tmp_path)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == code, result.output
@@ -148,7 +153,7 @@ def test_disk_full_during_write(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ir, "save", full)
-    result = CliRunner().invoke(main, ["compress", str(path), "-t", "0.5"])
+    result = CliRunner().invoke(main, ["compress", str(path), "-t", "0.5", "--round-to", "1"])
     assert result.exit_code == ExitCode.OUTPUT
     assert "disk full" in result.stderr
     assert snapshot(tmp_path) == before
@@ -168,7 +173,7 @@ def test_ctrl_c_at_any_phase_leaves_nothing(tmp_path, monkeypatch, phase):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sys.modules["onnxprune.compress"], phase, interrupt)
-    result = CliRunner().invoke(main, ["compress", str(path), "-t", "0.5"])
+    result = CliRunner().invoke(main, ["compress", str(path), "-t", "0.5", "--round-to", "1"])
     assert result.exit_code == ExitCode.INTERRUPTED
     assert "interrupted" in result.stderr
     after = snapshot(tmp_path)

@@ -42,6 +42,21 @@ def test_analyze_json_lists_groups(runner, model):
     assert all("reasons" in g for g in report["groups"])
 
 
+def test_analyze_states_the_reachable_maximum(runner, model):
+    """The printed maximum is the one compress enforces: just below it works, above fails."""
+    report = json.loads(runner.invoke(main, ["analyze", str(model), "--json"]).stdout)
+    limit = report["capacity"]["maximum"]["params"]
+    assert 0 < limit <= report["capacity"]["prunable_share"]["params"] <= 1
+    text = runner.invoke(main, ["analyze", str(model)]).stdout
+    assert f"at most {limit:.3f} of params" in text
+    below = runner.invoke(main, ["compress", str(model), "-t", f"{limit - 0.02:.3f}", "-o",
+                                 str(model.parent / "below.onnx")])
+    assert below.exit_code == 0, below.output
+    above = runner.invoke(main, ["compress", str(model), "-t", f"{min(limit + 0.02, 0.99):.3f}",
+                                 "-o", str(model.parent / "above.onnx")])
+    assert above.exit_code == 5 and f"{limit:.3f}" in above.stderr
+
+
 def test_analyze_table_names_reasons(runner, model):
     result = runner.invoke(main, ["analyze", str(model)])
     assert result.exit_code == 0

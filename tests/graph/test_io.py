@@ -10,7 +10,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from onnxprune import compress
-from onnxprune.errors import InvalidModelError, OutputError, UnsupportedModelError
+from onnxprune.errors import InvalidModelError, OutputError
 from onnxprune.graph import load_model, save_model
 from tests.builders import GraphBuilder
 from tests.conftest import MODELS
@@ -86,10 +86,10 @@ def test_missing_path_and_directory(tmp_path):
         load_model(tmp_path)
 
 
-def test_opset_below_11_is_unsupported(tmp_model):
-    model = small_cnn(opset=9)
-    with pytest.raises(UnsupportedModelError, match="opset 9"):
-        load_model(tmp_model(model))
+def test_opset_below_11_is_converted(tmp_model):
+    loaded = load_model(tmp_model(small_cnn(opset=9)))
+    assert loaded.opset == 11
+    assert loaded.notes[0].startswith("converted from opset 9 to 11")
 
 
 def test_save_refuses_input_path_and_missing_folder(tmp_path, tmp_model):

@@ -51,3 +51,15 @@ def test_per_layer_macs_in_the_report_are_at_the_run_shapes(tmp_model, tmp_path)
     assert first["before"] == 64 * 64 * 8 * 3 * 9
     assert sum(r["before"] for r in report["layer_macs"]) == result.macs_before
     assert report["input_shapes"]["x"] == {"shape": [None, 3, 64, 64], "source": "given"}
+
+
+def test_third_party_detector_macs_at_its_stated_size():
+    from tests.conftest import MODELS
+
+    folder = MODELS / "thirdparty"
+    stated = analyze_file(folder / "yolo_det.ts.onnx")  # ultralytics-style imgsz metadata
+    assert stated["input_shapes"]["images"] == {"shape": [None, 3, 320, 320],
+                                                "source": "metadata"}
+    given = analyze_file(folder / "yolo_det.dynamo.onnx",
+                         input_shape={"images": (1, 3, 320, 320)})
+    assert given["macs"] == stated["macs"] > 5e7

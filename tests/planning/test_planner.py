@@ -98,6 +98,38 @@ def test_round_to_keeps_multiples(resnet):
         assert kept == group.size or kept % 8 == 0
 
 
+def test_compress_default_keeps_multiples_of_8_channels(resnet):
+    """Unset round_to (what compress passes by default) rounds kept channels to 8."""
+    from onnxprune.options import CompressOptions
+
+    analysis, scores = resnet
+    options = CompressOptions(target=0.5, metric="flops").plan_options()
+    assert options.round_to is None
+    plan = make_plan(analysis, scores, options)
+    assert any(plan.kept[g.index] < g.size for g in analysis.prunable_groups)
+    for group in analysis.prunable_groups:
+        kept = plan.kept[group.index]
+        assert kept == group.size or kept % 8 == 0
+
+
+@pytest.mark.parametrize(("head_width", "multiple"), [(1, 8), (4, 2), (8, 1), (64, 1), (12, 2)],
+                         ids=["channels", "heads_of_4", "heads_of_8", "heads_of_64",
+                              "heads_of_12"])
+def test_default_rounding_counts_channels_not_heads(head_width, multiple):
+    from onnxprune.analysis.groups import Group
+
+    group = Group.__new__(Group)
+    group.unit_size = head_width
+    assert PlanOptions(0.5, round_to=None).unit_multiple(group) == multiple
+    assert PlanOptions(0.5, round_to=3).unit_multiple(group) == 3  # explicit: units
+
+
+def test_unreachable_target_names_the_default_rounding(resnet):
+    analysis, scores = resnet
+    with pytest.raises(UnreachableTargetError, match="round_to=8 channels"):
+        make_plan(analysis, scores, PlanOptions(0.97, "params", round_to=None, min_keep=0.5))
+
+
 def test_unreachable_target_states_the_maximum(resnet):
     analysis, scores = resnet
     with pytest.raises(UnreachableTargetError) as info:

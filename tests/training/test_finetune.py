@@ -36,7 +36,8 @@ def weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def pruned_digits(tmp_path_factory):
     """The digits CNN with 70% of its parameters removed at once (l1, no recovery)."""
     out = tmp_path_factory.mktemp("digits") / "pruned.onnx"
-    compress(DIGITS, 0.7, output=out, criterion="l1", recover="none", report=False)
+    compress(DIGITS, 0.7, output=out, criterion="l1", recover="none", report=False,
+             round_to=1)
     model = onnx.load(out)
     return model, open_data(DIGITS_TRAIN, load_model(out).model)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from onnxprune.analysis.rules import (
     conv,
+    einsum,
     elementwise,
     linear,
     norm,
@@ -13,4 +14,5 @@ from onnxprune.analysis.rules import (
     shape_ops,
 )
 
-__all__ = ["conv", "elementwise", "linear", "norm", "pooling", "quant", "recurrent", "shape_ops"]
+__all__ = ["conv", "einsum", "elementwise", "linear", "norm", "pooling", "quant", "recurrent",
+           "shape_ops"]

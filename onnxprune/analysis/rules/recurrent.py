@@ -13,7 +13,11 @@ Cases:
 2. A layout on X's feature axis is coupled to W's input axis.
 3. Initial states: absent, constant (sliced on the hidden axis), or zeros built at run
    time by ``ConstantOfShape``/``Expand`` from a shape whose hidden entry is a
-   constant (patched, with ``hidden_size``); anything else blocks the units.
+   constant (patched, with ``hidden_size``); anything else blocks the units. The
+   zeros may pass through Slice/Identity/Cast and may be shared by several layers
+   (``ConstantOfShape([L*D, N, H])`` sliced per layer, as the torch exporters write
+   a multi-layer RNN): the chain is copied for each layer before its hidden entry is
+   patched, so every layer gets its own kept count.
 4. R itself carries the layout on its input axis, so the masked twin of the oracle
    cuts the recurrence from removed units to kept ones, which is what removing
    them does.
@@ -76,7 +80,7 @@ class _RecurrentRule(OpRule):
 
     @staticmethod
     def _states(node: ir.Node, ctx: AnalysisContext, ids: np.ndarray, hidden: int) -> None:
-        zeros = []
+        zeros: list[int] = []
         for index in _STATE_INPUTS:
             state = node.inputs[index] if len(node.inputs) > index else None
             if state is None:
@@ -84,13 +88,12 @@ class _RecurrentRule(OpRule):
             if ctx.is_param(state):
                 ctx.couple(node, index, 2, ids, role="const")
                 continue
-            found = _zeros_shape(state, hidden)
-            if found is None:
+            if _zeros_shape(state, hidden) is None:
                 ctx.block(ids, f"{describe(node)}: initial state '{state.name}' is computed "
                                "at run time")
                 return
-            zeros.append(found)
-        node.meta["onnxprune.state_shapes"] = zeros
+            zeros.append(index)
+        node.meta["onnxprune.state_inputs"] = zeros
 
     def patch(self, node, ctx) -> None:
         kept = ctx.kept_count(node.outputs[0], axis=3)
@@ -98,7 +101,8 @@ class _RecurrentRule(OpRule):
             return
         node.attributes["hidden_size"] = ir.AttrInt64("hidden_size", kept)
         hidden = len(ctx.layout(node.outputs[0]))
-        for producer, index in node.meta.get("onnxprune.state_shapes", []):
+        for state_index in node.meta.get("onnxprune.state_inputs", []):
+            producer, index = _private_zeros(ctx, node, state_index)
             patch_shape_entry(ctx, producer, index, 2, kept, only_if=hidden)
 
     def macs(self, node, ctx) -> float:
@@ -138,6 +142,38 @@ def _zeros_shape(state: ir.Value, hidden: int) -> tuple[ir.Node, int] | None:
     if int(np.ravel(source.const_value.numpy())[position]) != hidden:
         return None
     return node, index
+
+
+def _private_zeros(ctx, reader: ir.Node, input_index: int) -> tuple[ir.Node, int]:
+    """Case 3: copy the zeros chain feeding ``reader``'s input wherever it is shared.
+
+    Walks from the state input through Slice/Identity/Cast up to the
+    ConstantOfShape/Expand; every node on the way whose output another node also reads
+    is copied for ``reader`` (inserted after the original). Returns the (copied)
+    ConstantOfShape/Expand and its shape input index.
+    """
+    consumer, index = reader, input_index
+    while True:
+        value = consumer.inputs[index]
+        node = value.producer()
+        if len(value.uses()) > 1:
+            node = _copy_for(ctx, node, consumer, index)
+        if node.op_type not in _PASS_THROUGH:
+            return node, 0 if node.op_type == "ConstantOfShape" else 1
+        consumer, index = node, 0
+
+
+def _copy_for(ctx, node: ir.Node, consumer: ir.Node, index: int) -> ir.Node:
+    """A copy of single-output ``node`` whose output only ``consumer`` (input ``index``) reads."""
+    copy = ir.Node(node.domain, node.op_type, list(node.inputs),
+                   list(node.attributes.values()), num_outputs=1,
+                   name=ctx.fresh_name(node.name or node.op_type))
+    out, original = copy.outputs[0], node.outputs[0]
+    out.name = ctx.fresh_name(original.name or "state")
+    out.shape, out.type = original.shape, original.type
+    ctx.graph.insert_after(node, copy)
+    consumer.replace_input_with(index, out)
+    return copy
 
 
 @register("LSTM")

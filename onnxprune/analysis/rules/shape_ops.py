@@ -20,7 +20,7 @@ Cases:
    an Expand target may be a Concat of run-time and constant pieces, as in the
    ``repeat_kv`` of grouped-query attention).
 6. Gather on another axis passes the layout through (moved by the indices' rank);
-   on the channel axis it blocks.
+   on the channel axis it blocks; an embedding lookup is a source (``GatherRule``).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from onnxprune.analysis.rules.reshape_math import (
     merged_ids,
     split_map,
 )
+from onnxprune.analysis.rules.residual import feeds_residual_stream
 from onnxprune.analysis.rules.shape_probe import probe_bounds
 
 
@@ -236,6 +237,10 @@ class ReshapeRule(OpRule):
     4. ``patch`` rewrites the constant target entry of the layout axis (channel,
        ``H*D`` or head count) to the kept count; ``-1`` and run-time entries adapt
        by themselves.
+    5. A split ``(g, C/g)`` whose two axes a Transpose swaps before Reshapes read it
+       (ShuffleNet's channel shuffle): channel ``j`` of every group is one unit
+       (equal loss per group, same indices), the layout sits on the within-group
+       axis, and the merge back to ``C`` repeats each unit ``g`` times.
     """
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
@@ -275,6 +280,9 @@ class ReshapeRule(OpRule):
 
     @staticmethod
     def _split(node, ctx, layout, split: SplitMap) -> None:
+        if _shuffles(node, split.out_axis):
+            _shuffle_split(node, ctx, layout, split)
+            return
         width_entry = locate_shape_entry(node.inputs[1], split.out_axis + 1)
         if isinstance(width_entry, str):
             ctx.block(layout.ids, f"{describe(node)} splits channels into {split.heads} "
@@ -291,6 +299,42 @@ class ReshapeRule(OpRule):
         if layout is None or not ctx.changed(node.outputs[0]):
             return
         patch_shape_entry(ctx, node, 1, layout.axis, ctx.kept_count(node.outputs[0]))
+
+
+def _shuffles(node: ir.Node, axis: int) -> bool:
+    """The split ``(g, C/g)`` at ``axis`` is read only by a Transpose that swaps the two
+    axes (and nothing else), itself read only by Reshapes (and Shapes computing their
+    targets): a channel shuffle."""
+    users = node.outputs[0].uses()
+    if len(users) != 1 or users[0].node.op_type != "Transpose" or node.outputs[0].is_graph_output():
+        return False
+    transpose = users[0].node
+    perm = attr_ints(transpose, "perm")
+    if perm is None:
+        return False
+    swapped = list(range(len(perm)))
+    swapped[axis], swapped[axis + 1] = axis + 1, axis
+    readers = transpose.outputs[0].uses()
+    merges = [u for u in readers if u.node.op_type == "Reshape" and u.idx == 0]
+    return list(perm) == swapped and bool(merges) and all(
+        u in merges or u.node.op_type == "Shape" for u in readers)
+
+
+def _shuffle_split(node: ir.Node, ctx: AnalysisContext, layout, split: SplitMap) -> None:
+    """Channel shuffle ``Reshape(N, g, C/g, ...) -> Transpose -> Reshape(N, C, ...)``:
+    channel ``j`` of every group is one unit (each group loses the same channels, so
+    the kept channels keep their order through the transpose); the layout moves to the
+    within-group axis, whose target entry is patched."""
+    where = locate_shape_entry(node.inputs[1], split.out_axis + 1)
+    if isinstance(where, str) and where != "dynamic":
+        ctx.block(layout.ids, f"{describe(node)}: channel shuffle target shape {where}")
+        return
+    ids = layout.ids.reshape(split.heads, split.width)
+    for g in range(1, split.heads):
+        ctx.union(ids[0], ids[g], f"{describe(node)} shuffles channels across "
+                                  f"{split.heads} groups")
+    ctx.note_units(ids[0], "shuffle", split.heads)
+    ctx.set_layout(node.outputs[0], split.out_axis + 1, ids[0])
 
 
 def _with_target(node: ir.Node, ctx: AnalysisContext, in_shape: tuple[int | None, ...],
@@ -663,9 +707,11 @@ class TileRule(OpRule):
 @register("Gather")
 class GatherRule(OpRule):
     """Gather on another axis passes the layout (moved by the indices' rank); on the
-    channel axis it blocks. With ``prune_hidden``, a lookup in a 2-D initializer
-    table on axis 0 (an embedding) is a source: its output features are the table's
-    columns."""
+    channel axis it blocks. A lookup in a 2-D initializer table on axis 0 (an
+    embedding) is a source, its output features being the table's columns, when it
+    feeds no residual stream (``residual.feeds_residual_stream``: Embedding -> LSTM,
+    GRU or Conv1d); one that does is the hidden width, a source only with
+    ``prune_hidden``."""
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
@@ -687,10 +733,14 @@ class GatherRule(OpRule):
     def _embedding(node: ir.Node, ctx: AnalysisContext) -> None:
         table = node.inputs[0]
         out_rank = ctx.rank(node.outputs[0])
-        if not ctx.prune_hidden or not ctx.is_param(table) or out_rank is None:
+        if not ctx.is_param(table) or out_rank is None:
             return
         if len(table.const_value.shape) != 2 or attr_int(node, "axis", 0) != 0:
             return
+        residual = feeds_residual_stream(node.outputs[0])
+        if residual and not ctx.prune_hidden:
+            return
         width = int(table.const_value.shape[1])
-        ids = ctx.new_source(node, node.outputs[0], out_rank - 1, width, "embedding")
+        kind = "embedding" if residual else "embedding table"
+        ids = ctx.new_source(node, node.outputs[0], out_rank - 1, width, kind)
         ctx.couple(node, 0, 1, ids, role="out")
