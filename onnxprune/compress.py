@@ -23,6 +23,7 @@ import onnx_ir as ir
 from onnxprune import __version__
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.calibrated import open_calibration
+from onnxprune.calibration.accuracy import check_accuracy
 from onnxprune.data import DataSource
 from onnxprune.errors import OnnxPruneError, UnsupportedModelError
 from onnxprune.graph import input_shapes, load_model
@@ -67,6 +68,8 @@ class CompressResult:
     evaluation: dict | None = None
     steps: list[dict] | None = None
     budget: dict | None = None  # --max-drop (onnxprune.training.progressive)
+    accuracy: dict | None = None  # task metric of original and result (calibration.accuracy)
+    flow: dict | None = None  # progressive or one-shot, and why (training.outcome)
     # -- end
     # the run-time input shapes every run used, and why (onnxprune.graph.input_shapes)
     input_shapes: dict | None = dataclasses.field(default_factory=lambda: _run_shapes())
@@ -210,7 +213,7 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
              options: CompressOptions | dict | None = None, write: bool = True,
              report: bool = True, min_keep_widths: dict[str, int] | None = None,
              calibration_data: DataSource | None = None, progress: Callable | None = None,
-             **kwargs) -> CompressResult:
+             evaluation_data: DataSource | None = None, **kwargs) -> CompressResult:
     """Prune ``model`` to remove ``target`` of the metric; write ``output``.
 
     Options come as a :class:`CompressOptions`, as a dict with the keys of a recipe
@@ -224,7 +227,10 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     passes the original model's, so no layer ends below ``min_keep`` of it).
     ``calibration_data`` (an opened :class:`DataSource`) replaces ``options.data`` for
     the data-driven steps. ``progress`` receives dicts (``phase``: ``step``, ``train``,
-    ``evaluate``) from progressive runs.
+    ``evaluate``) from progressive runs. ``evaluation_data`` (held-out, opened) replaces
+    ``options.eval_data``: the task metric of original and result
+    (``result.accuracy``; a drop beyond the budget is exit 11, see
+    :mod:`onnxprune.calibration.accuracy`) and the ``--recover auto`` choice.
     """
     started = time.perf_counter()
     options = _options(target, options, kwargs)
@@ -242,7 +248,8 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
 
         try:
             return compress_progressive(model, options, output=output, write=write,
-                                        report=report, progress=progress, notes=extra_notes)
+                                        report=report, progress=progress, notes=extra_notes,
+                                        auto_steps=steps_note is not None)
         except OnnxPruneError as exc:
             if steps_note:
                 exc.args = (f"{exc} (progressive pruning with fine-tuning is the default "
@@ -254,8 +261,10 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         check_destination(destination, model)
     loaded, original, analysis = _prepare(model, options)
     cost = CostModel(analysis)
-    calib = open_calibration(options, loaded.model, calibration_data)  # onnxprune.calibrated
+    calib = open_calibration(options, loaded.model, calibration_data,  # onnxprune.calibrated
+                             evaluation_data)
     calib.reference_sizes = tuple(sorted((min_keep_widths or {}).items()))
+    calib.large = is_large(loaded)
     scores = calib.scores(analysis)
     plan = calib.plan(analysis, scores, original)
     groups = group_rows(analysis, cost)
@@ -272,9 +281,15 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         check = _check_staged(loaded, original, staged_path, masks, options,
                               rtol=equivalence_rtol(original))  # QDQ: onnxprune.quantize
         if calib.recovery_method() != "none":  # refit after the oracle passed, check again
-            calib.apply_recovery(analysis, plan.removed_units, original)
-            staged_path = staged.write(analysis.model, loaded.external_data or None)
-            _check_staged(loaded, original, staged_path, None, options)
+            def write_candidate(candidate: ir.Model) -> pathlib.Path:
+                path = staged.write(candidate, loaded.external_data or None)
+                _check_staged(loaded, original, path, None, options)
+                return path
+
+            staged_path = calib.recover_and_choose(analysis, plan.removed_units, original,
+                                                   write_candidate)
+        accuracy = calib.measure_accuracy(original, staged_path)  # onnxprune.calibration
+        check_accuracy(accuracy)  # exit 11 before anything is written
         size_after = _file_size(staged_path, staged.data_name)
         out_path = staged.commit() if write else None
     result = CompressResult(
@@ -286,6 +301,7 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         layers=layers, groups=groups, verification=check.to_dict(),
         seconds=round(time.perf_counter() - started, 3),
         notes=extra_notes + loaded.notes + calib.notes, calibration=calib.report(),
+        accuracy=accuracy,
     )
     if write and report:
         write_reports(result, options)

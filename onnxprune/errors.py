@@ -9,6 +9,7 @@ exits with the class's ``exit_code``; it never shows a traceback for these.
 from __future__ import annotations
 
 __all__ = [
+    "AccuracyDropError",
     "DataError",
     "ExitCode",
     "InvalidModelError",
@@ -37,6 +38,7 @@ class ExitCode(enum.IntEnum):
     RUNTIME_MISSING = 7
     VERIFICATION = 8
     OUTPUT = 9
+    ACCURACY = 11
     INTERRUPTED = 130
 
 
@@ -96,3 +98,10 @@ class OutputError(OnnxPruneError):
     """The output could not be written (same path as input, folder missing, disk full)."""
 
     exit_code = ExitCode.OUTPUT
+
+
+class AccuracyDropError(OnnxPruneError):
+    """The result's held-out task metric fell more than the budget below the original's
+    (``--max-drop``, default 0.05); nothing was written unless ``--accept-drop``."""
+
+    exit_code = ExitCode.ACCURACY

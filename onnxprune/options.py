@@ -32,7 +32,7 @@ class CompressOptions(pydantic.BaseModel):
     target: float | None = pydantic.Field(None, gt=0.0, lt=1.0)  # required unless mode n:m
     metric: Literal["params", "flops"] = "params"
     criterion: Literal["auto", "l1", "l2", "bn_scale", "fpgm", "random",
-                       "activation", "apoz", "taylor"] = "auto"
+                       "activation", "apoz", "taylor", "variation"] = "auto"
     scope: Literal["global", "uniform"] = "global"
     round_to: int | None = pydantic.Field(None, ge=1)  # None: multiples of 8 channels
     min_keep: float = pydantic.Field(0.1, ge=0.0)
@@ -75,6 +75,7 @@ class CompressOptions(pydantic.BaseModel):
     max_drop: float | None = pydantic.Field(None, ge=0.0)
     work_dir: str | None = None  # progressive runs: default <output>.steps
     resume: bool = False
+    accept_drop: bool = False  # write the result even when its held-out metric drops > budget
     # -- run-time input shapes (onnxprune.graph.input_shapes): name -> dims; a recipe
     #    may give {name: [1, 3, 320, 320]}, {name: "1x3x320x320"} or ["name:1x3x..."]
     input_shape: dict[str, tuple[int, ...]] | None = None

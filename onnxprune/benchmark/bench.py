@@ -55,7 +55,7 @@ from onnxprune.graph import input_shapes as run_inputs
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # = reporting.schema.REPORT_SCHEMA_VERSION (one version for both schemas)
 
 
 def model_info(path: str | os.PathLike[str]) -> dict:

@@ -9,11 +9,12 @@ Rules:
 2. A ratio ``r`` of a group removes its ``floor(r * channels)`` lowest-scoring units,
    snapped down to what the planner allows (``min_keep``, ``round_to``, grouped-conv
    blocks); the JSON records the count actually removed.
-3. Damage, against the unpruned outputs on the same inputs: ``kl`` (mean
-   KL(softmax(original) || softmax(pruned)) of the first output when it is ``[N, K]``
-   logits), ``cosine`` (1 - cosine similarity per sample, averaged over samples and
-   float outputs), ``rel_mse`` (||y - y0||^2 / ||y0||^2), and ``accuracy`` (top-1 of
-   the first output) with labels. ``damage`` is ``kl`` for classifiers, else ``cosine``.
+3. Damage, against the unpruned outputs on the same inputs, with the metrics of
+   :mod:`onnxprune.calibration.fidelity` on every output head (the logits of
+   Softmax/Sigmoid heads; per output channel standardised by the unpruned outputs'
+   spread over the batch): ``kl`` (classifier heads), ``cosine`` and ``rel_mse`` (worst
+   output or part), and ``accuracy`` with labels. ``damage`` is ``kl`` when a head is a
+   classifier (or a sigmoid gate), else ``cosine``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from onnx import TensorProto, helper
 
 from onnxprune import __version__
 from onnxprune.analysis.groups import Analysis
+from onnxprune.calibration.fidelity import compare, fidelity_heads
 from onnxprune.calibration.graph_edit import multiply_tensors
 from onnxprune.calibration.tap import quiet_session
 from onnxprune.data import DataSource
 from onnxprune.errors import UsageError
 from onnxprune.graph import input_shapes
+from onnxprune.graph.outputs import with_logit_outputs
 from onnxprune.planning.planner import PlanOptions, group_options
 
 
@@ -105,35 +108,18 @@ def _mask_model(original: onnx.ModelProto, analysis: Analysis, prunable: np.ndar
     return proto, entries
 
 
-def _damage(base: list[np.ndarray], got: list[np.ndarray], classifier: bool,
+def _damage(base: dict[str, np.ndarray], got: dict[str, np.ndarray], heads: list,
             labels: np.ndarray | None) -> dict[str, float]:
     """Sums over the batch of each measure (divided by sample count later)."""
-    cos, rel = [], []
-    for y0, y in zip(base, got):
-        if not np.issubdtype(np.asarray(y0).dtype, np.floating):
-            continue
-        a = np.asarray(y0, np.float64).reshape(len(y0), -1)
-        b = np.asarray(y, np.float64).reshape(len(y), -1)
-        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-        sim = np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
-        cos.append(float((1.0 - sim).sum()))
-        rel.append(float(((a - b) ** 2).sum(axis=1).sum() / max((a ** 2).sum(), 1e-30)
-                         * len(a)))
-    out = {"cosine": float(np.mean(cos)) if cos else 0.0,
-           "rel_mse": float(np.mean(rel)) if rel else 0.0}
-    if classifier:
-        p = _log_softmax(base[0])
-        q = _log_softmax(got[0])
-        out["kl"] = float((np.exp(p) * (p - q)).sum())
-        if labels is not None:
-            out["correct"] = float((np.argmax(got[0], axis=1) == labels).sum())
+    rows = len(next(iter(base.values())))
+    metrics = compare(got, base, heads, labels)
+    out = {"cosine": metrics.get("cosine", 0.0) * rows,
+           "rel_mse": metrics.get("rel_mse", 0.0) * rows}
+    if "kl" in metrics:
+        out["kl"] = metrics["kl"] * rows
+    if "accuracy" in metrics:
+        out["correct"] = metrics["accuracy"] * rows
     return out
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    x = x - x.max(axis=1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
 
 
 def measure_sensitivity(original: onnx.ModelProto, analysis: Analysis, scores: np.ndarray,
@@ -157,29 +143,28 @@ def measure_sensitivity(original: onnx.ModelProto, analysis: Analysis, scores: n
     prunable = np.zeros(analysis.num_units, dtype=bool)
     for opts in per_group:
         prunable[opts.group.units[~opts.group.blocked]] = True
-    proto, entries = _mask_model(original, analysis, prunable)
+    heads = fidelity_heads(original)
+    proto, entries = _mask_model(with_logit_outputs(original, heads), analysis, prunable)
     session = quiet_session(proto)
-    first = session.get_outputs()[0]
-    classifier = first.type == "tensor(float)" and len(first.shape) == 2 and \
-        isinstance(first.shape[1], int) and first.shape[1] > 1
+    names = [o.name for o in session.get_outputs()]
     ones = {name: np.ones(shape, dtype) for name, _, shape, dtype in entries}
     totals = [dict.fromkeys(("cosine", "rel_mse", "kl", "correct"), 0.0) for _ in configs]
-    base_correct, samples = 0.0, 0
+    base_correct, samples, classifier, with_labels = 0.0, 0, False, False
     for labels, feeds in data.labeled_batches(data.fixed_batch or batch_size):
-        use_labels = labels if (classifier and labels is not None) else None
-        base = session.run(None, {**feeds, **ones})
-        if use_labels is not None:
-            base_correct += float((np.argmax(base[0], axis=1) == use_labels).sum())
+        base = dict(zip(names, session.run(names, {**feeds, **ones})))
+        itself = compare(base, base, heads, labels)
+        classifier = "kl" in itself
+        with_labels = "accuracy" in itself
+        base_correct += itself.get("accuracy", 0.0) * len(next(iter(feeds.values())))
         for total, (_, _, count, removed) in zip(totals, configs):
             if count == 0:
                 continue
             masks = {name: (~removed[analysis.element_unit[np.maximum(ids, 0)]] | (ids < 0))
                      .astype(dtype).reshape(shape) for name, ids, shape, dtype in entries}
-            for key, value in _damage(base, session.run(None, {**feeds, **masks}), classifier,
-                                      use_labels).items():
+            got = dict(zip(names, session.run(names, {**feeds, **masks})))
+            for key, value in _damage(base, got, heads, labels).items():
                 total[key] += value
         samples += len(next(iter(feeds.values())))
-    with_labels = classifier and data.has_labels
     groups = {}
     for total, (position, ratio, count, _) in zip(totals, configs):
         opts = per_group[position]

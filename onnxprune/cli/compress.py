@@ -49,7 +49,7 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.option("--metric", type=click.Choice(["params", "flops"]), default="params",
               show_default=True)
 @click.option("--criterion", type=click.Choice(["auto", "l1", "l2", "bn_scale", "fpgm", "random",
-                                               "activation", "apoz", "taylor"]),
+                                               "activation", "apoz", "taylor", "variation"]),
               default="auto", show_default=True,
               help="auto: taylor with --data, l1 without.")
 @click.option("--scope", type=click.Choice(["global", "uniform"]), default="global",
@@ -83,7 +83,9 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
               default="0.1,0.3,0.5,0.7", show_default=True,
               help="Ratios measured for --allocation sensitivity.")
 @click.option("--recover", type=click.Choice(["auto", "none", "bias", "lsq"]), default="auto",
-              show_default=True, help="Training-free recovery; auto: bias with --data.")
+              show_default=True,
+              help="Training-free recovery; auto: bias, or the better of bias/lsq on "
+                   "--eval-data; data-free: bias on synthetic inputs.")
 # -- end of calibration options
 # -- sparsity modes, progressive pruning, fine-tuning, INT8 quantization
 @click.option("--mode", callback=lambda ctx, param, value: _mode(value),
@@ -129,6 +131,10 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
 @click.option("--eval-data", type=click.Path(path_type=str),
               help="Held-out data (.npz, labels optional) for per-step and final "
                    "accuracy/fidelity (default: the calibration subset of --data).")
+@click.option("--accept-drop", is_flag=True,
+              help="Write the result even when its held-out accuracy (else agreement) falls "
+                   "more than --max-drop (default 0.05) below the original's; without it "
+                   "that run writes nothing and exits 11.")
 # -- end of sparsity/fine-tuning options
 @input_shape_option
 @click.pass_context
@@ -146,7 +152,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     names += [*DATA_OPTION_NAMES, "allocation", "sensitivity_ratios", "recover"]
     names += ["mode", "nm", "quantize", "steps", "finetune_epochs", "lr", "loss", "optimizer",
               "temperature", "eval_data", "train_steps", "max_drop", "holdout", "work_dir",
-              "resume"]
+              "resume", "accept_drop"]
     names += ["input_shape"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
@@ -168,6 +174,8 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
         if not result.sparsity:  # structured pruning (one-shot or --steps), then INT8
             _print_summary(result)
         print_summary(result, stdout)
+        if result.sparsity:
+            _print_accuracy(result)
         return
     _print_summary(result)
 
@@ -218,6 +226,30 @@ def _print_summary(result: Any) -> None:
                  + (f"; max deviation from masked original {diff:.1e}" if diff is not None else ""))
     for note in result.notes:  # opset conversion, canonicalization, runtime lowering...
         stdout.print(f"note: {note}", markup=False, emoji=False)
+    _print_accuracy(result)
+
+
+def _print_accuracy(result: Any) -> None:
+    """The task metric of original and result side by side (onnxprune.calibration.accuracy),
+    the flow chosen and why, or that accuracy was not measured and how to measure it."""
+    flow = getattr(result, "flow", None)
+    if flow:
+        stdout.print(f"flow: {flow['message']}", markup=False)
+    accuracy = getattr(result, "accuracy", None)
+    if not accuracy:
+        return
+    if not accuracy.get("measured"):
+        stdout.print(f"NOTE: {accuracy['message']}", markup=False)
+        return
+    table = Table(title=f"{accuracy['metric']} on {accuracy['samples']} "
+                        f"{'held-out' if accuracy['held_out'] else 'calibration'} samples")
+    for column in ("", "original", "result", "drop"):
+        table.add_column(column)
+    table.add_row(accuracy["metric"], f"{accuracy['original']:.4f}",
+                  f"{accuracy['result']:.4f}", f"{accuracy['drop']:+.4f}")
+    stdout.print(table)
+    if accuracy.get("exceeded"):
+        stdout.print(f"WARNING: {accuracy['message']}", markup=False)
 
 
 def _print_budget(budget: dict | None) -> None:
@@ -237,7 +269,7 @@ def _print_budget(budget: dict | None) -> None:
 
 def _print_steps(steps: list[dict]) -> None:
     keys = [k for k in ("step", "target", "achieved", "params", "accuracy_pruned", "accuracy",
-                        "kl_pruned", "kl", "cosine_pruned", "cosine", "loss")
+                        "kl_pruned", "kl", "cosine_pruned", "cosine", "metric", "loss")
             if any(k in s for s in steps)]
     table = Table(title="progressive steps (fidelity to the original before/after fine-tuning)")
     for key in keys:

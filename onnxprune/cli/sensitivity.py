@@ -19,7 +19,7 @@ from onnxprune.cli.data_options import data_options, input_shape_option, parse_f
 @click.option("--ratios", callback=parse_floats, default="0.1,0.3,0.5,0.7", show_default=True,
               help="Fractions of each group's channels to remove.")
 @click.option("--criterion", type=click.Choice(["l1", "l2", "bn_scale", "fpgm", "random",
-                                               "activation", "apoz", "taylor"]),
+                                               "activation", "apoz", "taylor", "variation"]),
               default="l1", show_default=True, help="Which channels go first in each group.")
 @click.option("--min-keep", type=float, default=0.1, show_default=True)
 @click.option("--round-to", type=int, default=None,

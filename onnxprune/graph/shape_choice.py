@@ -10,8 +10,9 @@ Rules (first that applies, per input):
 4. Otherwise a default that respects the model, tried jointly for all undecided
    inputs in ONNX Runtime (one session, one run per candidate at batch 1):
 
-   1. image-like inputs (rank 4, float, channel axis 1 or 3 known as 1, 3 or 4, both
-      spatial dims dynamic): the size the model's ``metadata_props`` state
+   1. image-like inputs (rank 4, float, channel axis 1 or 3 known as 1, 3 or 4, a
+      spatial dim dynamic; a static one, like a text recognizer's height, is kept):
+      the size the model's ``metadata_props`` state
       (``imgsz``, ``image_size``, ``input_size``: ``[320, 320]``, ``320``, ``320,320``)
       first, then 224, 256, 288, ... 640 (multiples of 32), and only then 192, 160,
       ... 32 (models that flatten a small fixed map);
@@ -67,7 +68,7 @@ class _Spec:
         if len(self.dims) != 4 or self.elem_type not in _FLOATS:
             return None
         for channel, spatial in ((1, (2, 3)), (3, (1, 2))):
-            if self.dims[channel] in (1, 3, 4) and all(self.dims[a] is None for a in spatial):
+            if self.dims[channel] in (1, 3, 4) and any(self.dims[a] is None for a in spatial):
                 return spatial
         return None
 

@@ -12,6 +12,13 @@ never changes the model. :func:`data_criterion` binds the data to such a functio
    the Fisher/second-order Taylor estimate of the loss increase when the unit is
    zeroed (Theis et al. 2018; Molchanov et al. 2019), with gradients from ONNX
    Runtime training (see :mod:`onnxprune.calibration.gradients` for the loss).
+4. ``variation``: sum over the probes a unit reaches of the *spread* (standard deviation
+   over samples and positions) of its activation: what removing it costs once its mean
+   is folded into the consumers' biases (``bias`` recovery). A BN-folded filter with
+   small weights and a large bias emits a large but nearly constant activation: ``l1``
+   and ``activation`` call it important or unimportant by its weights or its size,
+   ``variation`` scores it by what it carries. The data-free default (on synthetic
+   inputs, see :mod:`onnxprune.calibrated`).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from onnxprune.graph import runtime
 
 logger = logging.getLogger(__name__)
 
-DATA_CRITERIA = ("activation", "apoz", "taylor")
+DATA_CRITERIA = ("activation", "apoz", "taylor", "variation")
 
 
 def activation_scores(analysis: Analysis, data: DataSource, batch_size: int) -> np.ndarray:
@@ -78,7 +85,12 @@ def taylor_sums(proto, probes, units: np.ndarray, num_units: int, batch: int,
     return scores, samples
 
 
-_FUNCTIONS = {"activation": activation_scores, "apoz": apoz_scores}
+def variation_scores(analysis: Analysis, data: DataSource, batch_size: int) -> np.ndarray:
+    return collect_activation_stats(analysis, data, batch_size).spread
+
+
+_FUNCTIONS = {"activation": activation_scores, "apoz": apoz_scores,
+              "variation": variation_scores}
 
 
 def data_criterion(name: str, data: DataSource, batch_size: int = 32,

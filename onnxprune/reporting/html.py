@@ -11,7 +11,11 @@ Rules:
 3. Sections appear when their data does: summary and channels per layer always;
    MACs per layer with ``layer_macs``; latency with ``benchmark``; fidelity per step
    with ``steps``; sensitivity with ``sensitivity``; mobile with ``mobile``. A missing
-   optional section says which key would fill it.
+   optional section says which key would fill it. *Accuracy* (every flow): the task
+   metric of original and result side by side from ``accuracy`` (or that it was not
+   measured and how to measure it), a drop beyond the budget in red, the flow chosen
+   (``flow``), the recovery candidates (``calibration.recovery.candidates``) and the
+   fidelity per output and part.
 4. Every string from the report is HTML-escaped.
 5. ``plots=False`` writes the same page without plots (no matplotlib needed).
 """
@@ -39,7 +43,8 @@ table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}
 th,td{border:1px solid #d9e2ec;padding:.25rem .5rem;text-align:right}
 th{background:#f0f4f8}td:first-child,th:first-child{text-align:left}
 .muted{color:#627d98;font-size:.85rem}.headline{font-size:1.1rem;margin:.6rem 0}
-.good{color:#1f7a3f}.warn{color:#a15c07}img{max-width:100%;display:block;margin:.5rem 0}
+.good{color:#1f7a3f}.warn{color:#a15c07}.bad{color:#b42318}
+img{max-width:100%;display:block;margin:.5rem 0}
 pre{background:#f5f7fa;padding:.6rem;overflow:auto;font-size:.75rem;max-height:30rem}
 code{font-size:.85rem}
 """
@@ -176,6 +181,45 @@ def _benchmark(r: dict, plot: Callable) -> str:
     return "".join(out)
 
 
+def _accuracy(r: dict) -> str:
+    """Rule 3: the number a user cares about."""
+    accuracy = r.get("accuracy")
+    if not accuracy:
+        return _missing("accuracy", "pass --eval-data (held-out inputs, labels optional)")
+    if not accuracy.get("measured"):
+        return f'<p class="warn"><b>{_e(accuracy.get("message"))}</b></p>'
+    out = [_table(["metric", "original", "result", "drop", "budget", "samples"],
+                  [[accuracy["metric"], _num(accuracy["original"], ".4f"),
+                    _num(accuracy["result"], ".4f"), _num(accuracy["drop"], "+.4f"),
+                    _num(accuracy.get("max_drop"), "g"), accuracy.get("samples")]])]
+    if accuracy.get("exceeded"):
+        out.append(f'<p class="bad"><b>{_e(accuracy["message"])}</b></p>')
+    flow = r.get("flow")
+    if flow:
+        out.append(f"<p>Flow: {_e(flow.get('message'))}</p>")
+    recovery = (r.get("calibration") or {}).get("recovery") or {}
+    if recovery.get("candidates"):
+        shown = ", ".join(f"{_e(k)} {_num(v, '.4f')}" for k, v in recovery["candidates"].items())
+        out.append(f"<p>Recovery chosen by measurement: <b>{_e(recovery.get('chosen'))}</b> "
+                   f"(held-out metric: {shown})</p>")
+    rows = []
+    for head in (accuracy.get("fidelity") or {}).get("outputs") or []:
+        rows.append([head["output"], head["kind"], head["reads"], "all",
+                     _num(head.get("agreement"), ".4f"), _num(head.get("cosine"), ".4g"),
+                     _num(head.get("rel_mse"), ".4g")])
+        for part in head.get("parts") or []:
+            first, end = part["channels"]
+            rows.append(["", "", "", f"channels {first}-{end - 1} ({part['range']})",
+                         _num(part.get("agreement"), ".4f"), _num(part.get("cosine"), ".4g"),
+                         _num(part.get("rel_mse"), ".4g")])
+    if rows:
+        out.append("<p>Fidelity per output and part (cosine distance and relative MSE "
+                   "standardised per output channel):</p>" + _table(
+                       ["output", "kind", "reads", "part", "agreement", "cosine distance",
+                        "rel. MSE"], rows))
+    return "".join(out)
+
+
 def _steps(r: dict, plot: Callable) -> str:
     steps = r.get("steps")
     if not steps:
@@ -251,6 +295,7 @@ def render_html(report: dict, *, plots: bool = True, title: str | None = None) -
         + f"; report schema {_e(r.get('schema_version', REPORT_SCHEMA_VERSION))}</p>",
         _headline(r),
         "<h2>Summary</h2>", _summary(r),
+        "<h2>Accuracy</h2>", _accuracy(r),
         "<h2>Channels per layer</h2>", _layers(r, plot),
         "<h2>MACs per layer</h2>", _macs(r, plot),
         "<h2>Latency</h2>", _benchmark(r, plot),

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from onnxprune.errors import DataError
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2  # 2: standardised cosine/rel_mse (calibration.fidelity)
 
 
 class _Open(BaseModel):
@@ -191,6 +191,12 @@ class CompressReport(_Open):
     evaluation: dict[str, Any] | None = Field(
         None, description="original/pruned/pruned+int8: size, gzip size, accuracy, "
                           "agreement, latency (onnxprune.sparsity.evaluate)")
+    accuracy: dict[str, Any] | None = Field(
+        None, description="task metric of original and result side by side, or "
+                          "measured=false with how to measure it "
+                          "(onnxprune.calibration.accuracy)")
+    flow: dict[str, Any] | None = Field(
+        None, description="progressive or one-shot, and why (onnxprune.training.outcome)")
     input_shapes: dict[str, InputShapeRow] | None = Field(
         None, description="the run-time input shapes every run used (checks, calibration, "
                           "MACs per sample) and why (onnxprune.graph.input_shapes)")

@@ -2,11 +2,12 @@
 
 Rules:
 
-1. Every model runs on the same evaluation data; the first output is compared.
-2. ``accuracy``: top-1 against the data's labels, when the data has labels and the
-   output is ``[N, classes]``. ``agreement``: fraction of samples whose top-1 equals
-   the original's. ``max_rel_diff``: largest absolute output difference from the
-   original divided by the original's largest magnitude.
+1. Every model runs on the same evaluation data.
+2. Fidelity to the original: the metrics of :mod:`onnxprune.calibration.fidelity` (per
+   output head, on the logits of Softmax/Sigmoid heads: ``accuracy`` with labels,
+   ``agreement``, ``kl``, standardised ``cosine``/``rel_mse``, per output in
+   ``outputs``). ``max_rel_diff``: largest absolute difference of the first output from
+   the original's divided by the original's largest magnitude.
 3. ``file_bytes`` and ``gzip_bytes`` (gzip level 9 of the .onnx file, what a zip or
    gzip download of the model weighs; zeros compress, dense weights do not).
 4. With ``bench``: single-thread CPU latency, every model timed interleaved run by run
@@ -15,7 +16,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["compare_models", "fidelity", "gzip_size", "model_outputs"]
+__all__ = ["compare_models", "fidelity", "gzip_size", "heads_for", "model_outputs"]
 
 import gzip
 import logging
@@ -24,8 +25,8 @@ import pathlib
 import numpy as np
 import onnx
 
+from onnxprune.calibration.fidelity import compare, fidelity_heads, outputs_on
 from onnxprune.data import DataSource
-from onnxprune.graph.runtime import make_session
 
 logger = logging.getLogger(__name__)
 
@@ -36,29 +37,33 @@ def gzip_size(path: str | pathlib.Path) -> int:
 
 
 def model_outputs(model: str | pathlib.Path | onnx.ModelProto, data: DataSource,
-                  batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """First output over all of ``data`` and the labels (``None`` without)."""
-    source = model if isinstance(model, onnx.ModelProto) else str(model)
-    session = make_session(source, threads=1, optimize=True)
-    outputs, labels = [], []
-    for batch_labels, feeds in data.labeled_batches(batch_size):
-        outputs.append(session.run(None, feeds)[0])
-        if batch_labels is not None:
-            labels.append(batch_labels)
-    return np.concatenate(outputs), (np.concatenate(labels) if labels else None)
+                  batch_size: int, heads: list | None = None,
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Every output (and every head's logits) over all of ``data``, and the labels."""
+    return outputs_on(_proto(model), fidelity_heads(_proto(model)) if heads is None else heads,
+                      data, batch_size)
 
 
-def fidelity(output: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> dict:
+def _proto(model: str | pathlib.Path | onnx.ModelProto) -> onnx.ModelProto:
+    return model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+
+
+def heads_for(original: onnx.ModelProto, model: str | pathlib.Path | onnx.ModelProto) -> list:
+    """The original's heads as ``model`` can be compared on them (a quantized model whose
+    logits tensor was renamed is compared on the output)."""
+    return fidelity_heads(original, _proto(model))
+
+
+def fidelity(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+             labels: np.ndarray | None, heads: list) -> dict:
     """Rule 2."""
-    row: dict = {}
-    classes = output.ndim == 2 and output.shape[1] > 1
-    if classes and labels is not None and labels.ndim == 1:
-        row["accuracy"] = round(float((output.argmax(axis=1) == labels).mean()), 6)
-    if classes:
-        row["agreement"] = round(float((output.argmax(axis=1) ==
-                                        reference.argmax(axis=1)).mean()), 6)
-    scale = max(float(np.abs(reference).max()) if reference.size else 0.0, 1e-12)
-    row["max_rel_diff"] = float(np.abs(output.astype(np.float64) - reference).max() / scale)
+    row = compare(outputs, reference, heads, labels)
+    row.pop("reference_accuracy", None)
+    if heads:
+        first = heads[0].output
+        out, ref = np.asarray(outputs[first], np.float64), np.asarray(reference[first])
+        scale = max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-12)
+        row["max_rel_diff"] = float(np.abs(out - ref).max() / scale) if ref.size else 0.0
     return row
 
 
@@ -67,14 +72,18 @@ def compare_models(models: dict[str, pathlib.Path], data: DataSource, *, batch_s
                    origin: str = "") -> dict:
     """Rules 1-4 for ``models`` (name -> file; the first is the reference)."""
     names = list(models)
-    reference, labels = model_outputs(models[names[0]], data, batch_size)
+    original = onnx.load(str(models[names[0]]))
+    reference, labels = model_outputs(original, data, batch_size)
     rows = []
     for name in names:
         path = pathlib.Path(models[name])
-        output = reference if name == names[0] else model_outputs(path, data, batch_size)[0]
+        heads = heads_for(original, path)
+        output = reference if name == names[0] else \
+            model_outputs(path, data, batch_size, heads)[0]
         rows.append({"model": name, "file_bytes": path.stat().st_size,
-                     "gzip_bytes": gzip_size(path), **fidelity(output, reference, labels)})
-    result = {"data": origin or data.origin, "samples": len(reference),
+                     "gzip_bytes": gzip_size(path),
+                     **fidelity(output, reference, labels, heads)})
+    result = {"data": origin or data.origin, "samples": data.num_samples,
               "labels": labels is not None, "models": rows}
     if bench:
         result["latency"] = _latency(models, rows, runs, seed)

@@ -21,6 +21,10 @@ Rules:
    that are zero, ``params_after`` the parameters minus the weights zeroed, MACs are the
    dense MACs (dense kernels do not skip zeros) and ``sparsity`` holds per-layer rows and
    the gzip size before and after.
+6. ``accuracy``: the task metric of the original and of the model written (the last
+   evaluated one) side by side (:mod:`onnxprune.calibration.accuracy`); with
+   ``eval_data`` a drop beyond ``max_drop`` (default 0.05) is exit 11 unless
+   ``accept_drop``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis import analyze
 from onnxprune.calibrated import open_calibration
+from onnxprune.calibration.accuracy import accuracy_section, check_accuracy
 from onnxprune.compress import CompressResult, _file_size, compress, default_output
 from onnxprune.data import DataSource, ImageOptions, open_data, synthetic_source
 from onnxprune.errors import UnsupportedModelError, VerificationError
@@ -49,7 +54,13 @@ from onnxprune.options import CompressOptions
 from onnxprune.planning import CostModel
 from onnxprune.reporting.report import report_path, write_report
 from onnxprune.rewrite.verify import verify
-from onnxprune.sparsity.evaluate import compare_models, fidelity, gzip_size, model_outputs
+from onnxprune.sparsity.evaluate import (
+    compare_models,
+    fidelity,
+    gzip_size,
+    heads_for,
+    model_outputs,
+)
 from onnxprune.sparsity.finetune import FinetuneSettings, reapply_masks
 from onnxprune.sparsity.options import parse_nm
 from onnxprune.sparsity.progressive import SparseSettings, layer_rows, sparsify
@@ -107,7 +118,8 @@ def compress_extended(model: str | os.PathLike[str], output: str | os.PathLike[s
         pruned_path = scratch / "pruned.onnx"
         if options.mode == "structured":
             inner = options.model_copy(update={"quantize": "none", "bench": False,
-                                               "mobile": False, "html_report": None})
+                                               "mobile": False, "html_report": None,
+                                               "accept_drop": True})  # checked below
             if write and inner.finetunes() and inner.work_dir is None:  # next to the output
                 inner = inner.model_copy(update={"work_dir": str(destination) + ".steps"})
             result = compress(model, output=pruned_path, options=inner, report=False,
@@ -127,6 +139,8 @@ def compress_extended(model: str | os.PathLike[str], output: str | os.PathLike[s
         result.evaluation = compare_models(
             models, inputs.evaluation, batch_size=options.batch_size, bench=options.bench,
             runs=options.bench_runs, seed=options.seed)
+        result.accuracy = _accuracy(result.evaluation, options)
+        check_accuracy(result.accuracy)  # exit 11 before anything is written
         out_path, size_after = _commit(final, destination, model, write)
     result.input, result.output = str(model), str(out_path) if out_path else None
     result.options = options.model_dump(mode="json")
@@ -143,6 +157,19 @@ def compress_extended(model: str | os.PathLike[str], output: str | os.PathLike[s
 
             write_html(document, options.html_report)
     return result
+
+
+def _accuracy(evaluation: dict, options: CompressOptions) -> dict:
+    """Rule 6: the task metric of the original and of the model written, side by side;
+    checked against the budget when ``eval_data`` is held-out data."""
+    rows = evaluation["models"]
+    original, final = rows[0], rows[-1]
+    metrics = {k: v for k, v in final.items() if k in ("accuracy", "agreement", "cosine")}
+    if "accuracy" in original and "accuracy" in final:
+        metrics["reference_accuracy"] = original["accuracy"]
+    return accuracy_section(metrics, data=evaluation["data"], samples=evaluation["samples"],
+                            held_out=bool(options.eval_data), max_drop=options.max_drop,
+                            accepted=options.accept_drop)
 
 
 def _commit(final: pathlib.Path, destination: pathlib.Path, source, write: bool,
@@ -187,8 +214,9 @@ def _step_evaluator(inputs: _Inputs, options: CompressOptions):
     reference, labels = model_outputs(inputs.original, inputs.evaluation, options.batch_size)
 
     def evaluate(proto: onnx.ModelProto) -> dict:
-        output, _ = model_outputs(proto, inputs.evaluation, options.batch_size)
-        return fidelity(output, reference, labels)
+        heads = heads_for(inputs.original, proto)
+        output, _ = model_outputs(proto, inputs.evaluation, options.batch_size, heads)
+        return fidelity(output, reference, labels, heads)
 
     return evaluate
 

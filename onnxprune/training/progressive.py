@@ -36,6 +36,15 @@ Rules:
 6. The final model is checked like any rewrite (checker, ONNX Runtime, output names
    and shapes; the oracle no longer applies to fine-tuned weights) and written
    atomically with its report.
+7. Each step's row also holds ``metric``: the held-out task metric after the step
+   (accuracy with labels, else agreement, else cosine similarity; rule 4's metric).
+8. Never a collapsed model silently (:mod:`onnxprune.training.outcome`): with held-out
+   data the result is compared with the one-shot candidate and the better is kept
+   (``flow``); its ``accuracy`` section compares it with the original, and a drop
+   beyond ``--max-drop`` (default 0.05) is exit 11 unless ``--accept-drop``. A held-out
+   split of fewer than 32 samples is refused (exit 6). With fewer than
+   ``PROGRESSIVE_MIN_SAMPLES`` training samples and ``--steps`` not given, the run is
+   one-shot with the best recovery.
 """
 
 from __future__ import annotations
@@ -55,7 +64,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxprune.errors import UnreachableTargetError, UsageError
+from onnxprune.errors import OnnxPruneError, UnreachableTargetError, UsageError
 from onnxprune.training.schedule import cubic_schedule, step_target
 from onnxprune.training.workdir import WorkDir
 
@@ -79,13 +88,18 @@ class _Data:
     train: Any            # DataSource for fine-tuning and scoring, or None
     evaluation: Any       # DataSource for the per-step metrics, or None
     notes: list[str]
+    held_out: bool = False  # evaluation is neither trained on nor scored (rule 7)
 
 
 def _datasets(options: Any, model: ir.Model) -> _Data:
     """Rule 3."""
+    from onnxprune.calibration.accuracy import check_held_out
+
     everything = _open(options, model, options.data) if options.data else None
     if options.eval_data:
-        return _Data(everything, _open(options, model, options.eval_data), [])
+        evaluation = _open(options, model, options.eval_data)
+        check_held_out(evaluation.num_samples, options.eval_data, split=False)
+        return _Data(everything, evaluation, [], held_out=True)
     if everything is None:
         return _Data(None, None, [])
     if not options.tunes() and options.max_drop is None:
@@ -97,10 +111,11 @@ def _datasets(options: Any, model: ir.Model) -> _Data:
         raise UsageError(f"{everything.origin}: {everything.num_samples} sample(s): too few to "
                          "hold out evaluation data; pass --eval-data")
     train, held = everything.split(options.holdout, seed=options.seed)
+    check_held_out(held.num_samples, everything.origin, split=True)
     note = (f"held out {held.num_samples} of {everything.num_samples} samples of --data for "
             f"the per-step evaluation (--holdout {options.holdout:g}); fine-tuning and scoring "
             f"use the other {train.num_samples}")
-    return _Data(train, held, [note])
+    return _Data(train, held, [note], held_out=True)
 
 
 def _metric(result: Any, metric: str) -> tuple[float, float]:
@@ -128,18 +143,18 @@ def _row(step: int, goal: float, achieved: float, pruned, before: dict, after: d
                 "target": round(goal, 6), "seconds": round(seconds, 3)})
     if step == 1 and "reference_accuracy" in before:
         row["reference_accuracy"] = before["reference_accuracy"]
+    found = budget_value(after or before)
+    if found is not None:
+        row["metric"] = round(found[1], 6)
     return row
 
 
 def budget_value(metrics: dict) -> tuple[str, float, float] | None:
-    """Rule 4: ``(name, value, original's value)`` of the budget metric, or None."""
-    if "accuracy" in metrics and "reference_accuracy" in metrics:
-        return "accuracy", metrics["accuracy"], metrics["reference_accuracy"]
-    if "agreement" in metrics:
-        return "agreement with the original", metrics["agreement"], 1.0
-    if "cosine" in metrics:
-        return "cosine similarity to the original", 1.0 - metrics["cosine"], 1.0
-    return None
+    """Rule 4: ``(name, value, original's value)`` of the budget metric, or None
+    (:func:`onnxprune.calibration.accuracy.task_metric`)."""
+    from onnxprune.calibration.accuracy import task_metric
+
+    return task_metric(metrics)
 
 
 def original_widths(model: ir.Model, prune_hidden: bool = False) -> dict[str, int]:
@@ -231,7 +246,7 @@ class _Run:
         pruned_path = self.scratch / f"step{step}.pruned.onnx"
         single = {"steps": 1, "finetune_epochs": 0.0, "train_steps": None, "max_drop": None,
                   "html_report": None, "bench": False, "mobile": False, "resume": False,
-                  "target": relative}
+                  "target": relative, "eval_data": None, "accept_drop": True}
         pruned = compress(str(self._current()), output=pruned_path, report=False,
                           options=options.model_copy(update=single),
                           min_keep_widths=self.widths, calibration_data=self.data.train)
@@ -321,9 +336,10 @@ def _brief(row: dict) -> str:
 def compress_progressive(model: str, options: Any, *, output: str | None = None,
                          write: bool = True, report: bool = True,
                          progress: Progress | None = None,
-                         notes: list[str] | None = None) -> Any:
-    """Rules 1-6; returns a :class:`onnxprune.compress.CompressResult` with ``steps``."""
-    from onnxprune.compress import default_output
+                         notes: list[str] | None = None, auto_steps: bool = False) -> Any:
+    """Rules 1-8; returns a :class:`onnxprune.compress.CompressResult` with ``steps``.
+    ``auto_steps``: ``steps`` was not given but chosen by default (rule 8's data size)."""
+    from onnxprune.compress import default_output, write_reports
     from onnxprune.graph import load_model
     from onnxprune.graph.io import check_destination
     from onnxprune.training.finetune import import_training
@@ -341,6 +357,10 @@ def compress_progressive(model: str, options: Any, *, output: str | None = None,
     original = ir.serde.serialize_model(loaded.model)
     if loaded.external_data:
         onnx.load_external_data_for_model(original, str(loaded.path.parent))
+    if auto_steps and options.data:
+        small = _small_data_one_shot(model, options, loaded, output, write, report, notes)
+        if small is not None:
+            return small
     widths = original_widths(loaded.model, options.prune_hidden)
     data = _datasets(options, loaded.model)
     with contextlib.ExitStack() as stack:
@@ -355,13 +375,82 @@ def compress_progressive(model: str, options: Any, *, output: str | None = None,
         final_path = run.run()
         if not run.rows:
             raise UnreachableTargetError("no step was kept", 0.0)
+        results, final_path, extra = _outcome(model, options, original, data, run,
+                                              final_path, scratch)
         notes = (notes or []) + run.notes + (
             [f"step models and records: {work.path} (--resume continues an interrupted "
-             "run)"] if write else [])
-        result = _finish(model, loaded, original, options, run.results, run.rows, final_path,
+             "run)"] if write else [])  # flow and accuracy: own keys, printed by the CLI
+        result = _finish(model, loaded, original, options, results, run.rows, final_path,
                          destination, write, report, started, notes, run.budget)
+        result.accuracy, result.flow = extra["accuracy"], extra["flow"]
+        if write and report:
+            write_reports(result, options)
         work.finish()
         return result
+
+
+def _small_data_one_shot(model: str, options: Any, loaded: Any, output: str | None,
+                         write: bool, report: bool, notes: list[str] | None) -> Any:
+    """Rule 8: with too little data for fine-tuning to help, the default is one-shot."""
+    from onnxprune.compress import compress, write_reports
+    from onnxprune.training.outcome import PROGRESSIVE_MIN_SAMPLES
+
+    samples = _open(options, loaded.model, options.data).num_samples
+    if options.max_samples:
+        samples = min(samples, options.max_samples)
+    if samples >= PROGRESSIVE_MIN_SAMPLES:
+        return None
+    message = (f"one-shot with the best recovery: {samples} samples of --data are fewer than "
+               f"the {PROGRESSIVE_MIN_SAMPLES} from which progressive fine-tuning helps (see "
+               "docs/finetune.md); pass --steps N to fine-tune anyway")
+    single = options.model_copy(update={"steps": 1})
+    result = compress(model, output=output, options=single, write=write, report=False)
+    result.flow = {"chosen": "one-shot", "samples": samples,
+                   "min_samples": PROGRESSIVE_MIN_SAMPLES, "message": message}
+    result.notes = [n for n in (notes or []) if "--steps 4" not in n] + result.notes
+    if write and report:
+        write_reports(result, single)
+    return result
+
+
+def _outcome(model: str, options: Any, original: onnx.ModelProto, data: _Data, run: _Run,
+             final_path: pathlib.Path, scratch: pathlib.Path,
+             ) -> tuple[list, pathlib.Path, dict]:
+    """Rules 7-8 (:mod:`onnxprune.training.outcome`): the model to hand back, its
+    ``accuracy`` section (exit 11 when it collapsed) and the ``flow`` choice."""
+    from onnxprune.calibration.accuracy import accuracy_section, check_accuracy, not_measured
+    from onnxprune.training.evaluate import fidelity
+    from onnxprune.training.outcome import choose_flow, one_shot_candidate
+
+    results = run.results
+    if data.evaluation is None:
+        flow = choose_flow(None, None)
+        return results, final_path, {"flow": flow, "accuracy": not_measured("no evaluation data")}
+    metrics = fidelity(onnx.load(str(final_path)), original, data.evaluation,
+                       options.batch_size)
+    progressive_value = budget_value(metrics)
+    one_value = None
+    if data.held_out and progressive_value is not None:
+        first, last = results[0], results[-1]
+        achieved = 1.0 - _metric(last, options.metric)[1] / _metric(first, options.metric)[0]
+        try:
+            one = one_shot_candidate(model, options, data.train, data.evaluation,
+                                     scratch / "one_shot.onnx", achieved)
+        except OnnxPruneError as exc:  # no candidate: the progressive result stands
+            logger.warning("one-shot candidate failed (%s); keeping the progressive result",
+                           exc)
+        else:
+            found = budget_value((one.accuracy or {}).get("fidelity") or {})
+            one_value = None if found is None else (found[0], found[1])
+    flow = choose_flow(None if progressive_value is None else progressive_value[:2], one_value)
+    if flow["chosen"] == "one-shot":
+        results, final_path = [one], scratch / "one_shot.onnx"
+        metrics = one.accuracy["fidelity"]
+    accuracy = accuracy_section(metrics, data=data.evaluation.origin,
+                                samples=data.evaluation.num_samples, held_out=data.held_out,
+                                max_drop=options.max_drop, accepted=options.accept_drop)
+    check_accuracy(accuracy)  # exit 11 before anything is written
+    return results, final_path, {"flow": flow, "accuracy": accuracy}
 
 
 def _finish(model: str, loaded: Any, original: onnx.ModelProto, options: Any,
@@ -370,7 +459,7 @@ def _finish(model: str, loaded: Any, original: onnx.ModelProto, options: Any,
             notes: list[str], budget: dict | None) -> Any:
     """Rule 6: verify and write the final model, build the result and its report."""
     from onnxprune.analysis import analyze
-    from onnxprune.compress import CompressResult, _file_size, staged_output, write_reports
+    from onnxprune.compress import CompressResult, _file_size, staged_output
     from onnxprune.graph import load_model
     from onnxprune.reporting import layer_rows
     from onnxprune.rewrite.verify import verify
@@ -406,7 +495,5 @@ def _finish(model: str, loaded: Any, original: onnx.ModelProto, options: Any,
         verification=check, seconds=round(time.perf_counter() - started, 3),
         notes=loaded.notes + [n for r in results for n in r.notes if n not in loaded.notes]
         + notes, calibration=first.calibration, steps=rows, budget=budget)
-    if write and report:
-        write_reports(result, options)
     return result
 

@@ -25,7 +25,7 @@ def conv1_units(analysis):
     return analysis.element_unit[source.start:source.start + source.size]
 
 
-@pytest.mark.parametrize("criterion", ["activation", "apoz", "taylor"])
+@pytest.mark.parametrize("criterion", ["activation", "apoz", "taylor", "variation"])
 def test_dead_channels_score_lowest_and_the_model_is_unchanged(criterion):
     model = ir_model(small_cnn(dead=(1, 4)))
     analysis = analyze(model)
@@ -164,3 +164,24 @@ def test_auto_falls_back_to_activation_when_ort_cannot_differentiate(tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"ReduceMax.*--criterion activation"):
         compress(model, 0.3, output=tmp_path / "q.onnx", data=str(data), criterion="taylor",
                  steps=1, round_to=1)
+
+
+def test_variation_scores_a_large_constant_channel_as_free_to_remove():
+    """Zero weights and bias +3: activation calls the channel big, variation calls it
+    constant (it costs nothing once bias recovery folds its mean)."""
+    proto = small_cnn()
+    weights = {t.name: t for t in proto.graph.initializer}
+    conv1 = next(n for n in proto.graph.node if n.name == "conv1")
+    w = onnx.numpy_helper.to_array(weights[conv1.input[1]]).copy()
+    b = onnx.numpy_helper.to_array(weights[conv1.input[2]]).copy()
+    w[2], b[2] = 0.0, 3.0
+    weights[conv1.input[1]].CopyFrom(onnx.numpy_helper.from_array(w, conv1.input[1]))
+    weights[conv1.input[2]].CopyFrom(onnx.numpy_helper.from_array(b, conv1.input[2]))
+    model = ir_model(proto)
+    analysis = analyze(model)
+    units = conv1_units(analysis)
+    data = random_data(model)
+    activation = data_criterion("activation", data)(analysis, 0)[units]
+    variation = data_criterion("variation", data)(analysis, 0)[units]
+    assert np.argmax(activation) == 2 and np.argmin(variation) == 2
+    assert variation[2] < 1e-6 < variation.min(initial=1.0, where=np.arange(6) != 2)

@@ -70,5 +70,8 @@ def test_auto_choices_with_data(tmp_path):
 
 def test_auto_choices_without_data_are_data_free(tmp_path):
     result = compress(DIGITS, 0.5, output=tmp_path / "p.onnx")
-    assert result.calibration["criterion"] == "l1" and result.calibration["recover"] == "none"
-    assert result.calibration["samples"] == 0
+    calibration = result.calibration
+    assert calibration["criterion"] == "l1" and calibration["recover"] == "bias"
+    assert calibration["synthetic"] and calibration["data_free"]
+    assert calibration["recovery"]["data_free"]
+    assert result.accuracy == {"measured": False, "message": result.accuracy["message"]}

@@ -106,3 +106,9 @@ def test_static_dim_probe_runs_at_the_run_shapes():
 def test_alternate_keeps_divisibility_and_batch_open():
     entry = input_shapes.InputShape("x", (None, 3, 224, 48), (True, False, True, True), "given")
     assert entry.alternate().dims == (None, 3, 256, 64)
+
+
+def test_recognizer_width_is_an_image_size_with_its_height_kept():
+    # CRNN-like [N, 3, 32, W]: W is a spatial dim, not a 16-step sequence
+    entry = resolve_input_shapes(paddle_like([-1, 3, 32, "w"])).get("x")
+    assert entry.dims == (None, 3, 32, 224) and entry.source == "probed"
