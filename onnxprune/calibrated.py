@@ -43,7 +43,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis.groups import Analysis
 from onnxprune.data import DataSource, ImageOptions, open_data, synthetic_source
-from onnxprune.errors import RuntimeMissingError, UnsupportedModelError
+from onnxprune.errors import RuntimeMissingError, UnsupportedModelError, UsageError
 from onnxprune.importance import score_units
 from onnxprune.importance.data_criteria import DATA_CRITERIA, data_criterion
 from onnxprune.options import CompressOptions
@@ -70,6 +70,8 @@ class Calibration:
     large: bool = False  # bounded-memory model: no synthetic pass for the auto choices
     evaluation: DataSource | None = None  # held-out data: recovery choice, accuracy
     held_out_origin: str = ""
+    latency: dict | None = None  # --metric latency: onnxprune.benchmark.latency_check
+    input_shapes: dict[str, tuple[int, ...]] | None = None  # latency table; None: defaults
 
     def source(self, model: ir.Model) -> DataSource:
         """The data, or synthetic inputs (rule 2)."""
@@ -102,11 +104,29 @@ class Calibration:
                                                                           options.seed)
 
     def plan_options(self) -> PlanOptions:
-        return dataclasses.replace(self.options.plan_options(),
-                                   reference_sizes=self.reference_sizes)
+        options = dataclasses.replace(self.options.plan_options(),
+                                      reference_sizes=self.reference_sizes)
+        if self.options.round_to == "auto":  # onnxprune.benchmark.round_probe
+            options = dataclasses.replace(options, round_to=self._auto_round())
+        return options
+
+    def _auto_round(self) -> int | None:
+        if "auto_round" not in self.__dict__:
+            from onnxprune.benchmark.latency_check import settings_of
+            from onnxprune.benchmark.round_probe import auto_block
+
+            probe = auto_block(settings_of(self.options))
+            self.__dict__["auto_round"] = probe["block"]
+            self.notes.append(
+                f"--round-to auto: {probe['block'] or 'no block found, multiples of 8'} "
+                f"(channel step edges measured on {probe['provider']}, {probe['threads']} "
+                f"thread(s); {probe['cache']})")
+        return self.__dict__["auto_round"]
 
     def plan(self, analysis: Analysis, scores: np.ndarray, original: onnx.ModelProto) -> Plan:
         options = self.options
+        if options.metric == "latency":
+            return self._latency_plan(analysis, scores, original)
         if options.allocation != "sensitivity":
             return make_plan(analysis, scores, self.plan_options())
         from onnxprune.calibration.sensitivity import measure_sensitivity
@@ -119,6 +139,17 @@ class Calibration:
             plan_options=self.plan_options(), criterion=self.criterion)
         self.sensitivity = measured.to_dict()
         return make_sensitivity_plan(analysis, scores, self.plan_options(), measured)
+
+    def _latency_plan(self, analysis: Analysis, scores: np.ndarray,
+                      original: onnx.ModelProto) -> Plan:
+        from onnxprune.benchmark.latency_check import plan_latency, settings_of
+
+        if self.options.allocation == "sensitivity":
+            raise UsageError("--metric latency plans with --allocation threshold; drop "
+                             "--allocation sensitivity")
+        plan, self.latency = plan_latency(original, analysis, scores, self.plan_options(),
+                                          settings_of(self.options), self.input_shapes)
+        return plan
 
     # -- recovery --------------------------------------------------------------------
     def recovery_method(self) -> str:

@@ -25,7 +25,7 @@ from onnxprune.analysis import Analysis, analyze
 from onnxprune.calibrated import open_calibration
 from onnxprune.calibration.accuracy import check_accuracy
 from onnxprune.data import DataSource
-from onnxprune.errors import OnnxPruneError, UnsupportedModelError
+from onnxprune.errors import OnnxPruneError, UnsupportedModelError, UsageError
 from onnxprune.graph import input_shapes, load_model
 from onnxprune.graph.io import StagedOutput, check_destination, weight_bytes
 from onnxprune.graph.shapes import dims
@@ -70,6 +70,7 @@ class CompressResult:
     budget: dict | None = None  # --max-drop (onnxprune.training.progressive)
     accuracy: dict | None = None  # task metric of original and result (calibration.accuracy)
     flow: dict | None = None  # progressive or one-shot, and why (training.outcome)
+    latency: dict | None = None  # --metric latency (onnxprune.benchmark.latency_check)
     # -- end
     # the run-time input shapes every run used, and why (onnxprune.graph.input_shapes)
     input_shapes: dict | None = dataclasses.field(default_factory=lambda: _run_shapes())
@@ -236,6 +237,9 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
     options = _options(target, options, kwargs)
     options, steps_note = options.resolve_steps(training_available())
     extra_notes = [steps_note] if steps_note else []
+    if options.metric == "latency" and (options.finetunes() or options.mode != "structured"):
+        raise UsageError("--metric latency prunes one-shot in structured mode: pass --steps 1 "
+                         "(and no --finetune-epochs/--mode)")
     # -- sparsity modes / INT8 quantization (onnxprune.sparsity.flow); progressive
     #    pruning with fine-tuning (onnxprune.training.progressive)
     if options.mode != "structured" or options.quantize != "none":
@@ -291,6 +295,11 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         accuracy = calib.measure_accuracy(original, staged_path)  # onnxprune.calibration
         check_accuracy(accuracy)  # exit 11 before anything is written
         size_after = _file_size(staged_path, staged.data_name)
+        if calib.latency is not None:  # --metric latency: predicted against measured
+            from onnxprune.benchmark.latency_check import check_latency
+
+            calib.latency = check_latency(calib.latency, model, staged_path,
+                                          runs=options.bench_runs)
         out_path = staged.commit() if write else None
     result = CompressResult(
         input=str(model), output=str(out_path) if out_path else None,
@@ -302,6 +311,7 @@ def compress(model: str | os.PathLike[str], target: float | None = None, *,
         seconds=round(time.perf_counter() - started, 3),
         notes=extra_notes + loaded.notes + calib.notes, calibration=calib.report(),
         accuracy=accuracy,
+        latency=calib.latency,
     )
     if write and report:
         write_reports(result, options)

@@ -17,7 +17,7 @@ __all__ = ["CompressOptions", "load_recipe", "merge_options"]
 import json
 import pathlib
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
@@ -30,11 +30,12 @@ class CompressOptions(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     target: float | None = pydantic.Field(None, gt=0.0, lt=1.0)  # required unless mode n:m
-    metric: Literal["params", "flops"] = "params"
+    metric: Literal["params", "flops", "latency"] = "params"
     criterion: Literal["auto", "l1", "l2", "bn_scale", "fpgm", "random",
                        "activation", "apoz", "taylor", "variation"] = "auto"
     scope: Literal["global", "uniform"] = "global"
-    round_to: int | None = pydantic.Field(None, ge=1)  # None: multiples of 8 channels
+    # None: multiples of 8 channels; "auto": the measured block (onnxprune.benchmark.round_probe)
+    round_to: Annotated[int, pydantic.Field(ge=1)] | Literal["auto"] | None = None
     min_keep: float = pydantic.Field(0.1, ge=0.0)
     ignore: tuple[str, ...] = ()
     seed: int = 0
@@ -76,6 +77,12 @@ class CompressOptions(pydantic.BaseModel):
     work_dir: str | None = None  # progressive runs: default <output>.steps
     resume: bool = False
     accept_drop: bool = False  # write the result even when its held-out metric drops > budget
+    # -- --metric latency (onnxprune.planning.latency, onnxprune.benchmark.latency_table)
+    provider: str = "cpu"  # execution provider the latency is measured on
+    threads: int = pydantic.Field(1, ge=1)  # intra-op threads of those measurements
+    latency_runs: int = pydantic.Field(20, ge=1)  # timed runs per latency table point
+    latency_cache: str | None = None  # None: $ONNXPRUNE_LATENCY_CACHE or ~/.cache/...
+    # -- end of latency options
     # -- run-time input shapes (onnxprune.graph.input_shapes): name -> dims; a recipe
     #    may give {name: [1, 3, 320, 320]}, {name: "1x3x320x320"} or ["name:1x3x..."]
     input_shape: dict[str, tuple[int, ...]] | None = None
@@ -151,7 +158,8 @@ class CompressOptions(pydantic.BaseModel):
     def plan_options(self):
         from onnxprune.planning import PlanOptions
 
-        return PlanOptions(self.target, self.metric, self.scope, self.round_to, self.min_keep)
+        round_to = None if self.round_to == "auto" else self.round_to  # auto: calibrated.py
+        return PlanOptions(self.target, self.metric, self.scope, round_to, self.min_keep)
 
 
 RECIPE_EXTRA_KEYS = ("model", "output")

@@ -78,12 +78,14 @@ def prune_and_check(source, target: float = 0.5, *, metric: str = "params",
                     min_keep: float = 0.1, seed: int = 0, tol: float = 1e-4,
                     batches: tuple[int, ...] = (1, 3), dims: tuple[dict, ...] = ({},),
                     int_high: dict[str, int] | None = None,
-                    prune_hidden: bool = False) -> Checked:
+                    prune_hidden: bool = False, planner=None) -> Checked:
+    """``planner(analysis, scores, plan_options)`` replaces ``make_plan`` when given."""
     model = load(source)
     original = ir.serde.serialize_model(model)
     analysis = analyze(model, prune_hidden=prune_hidden)
     scores = score_units(analysis, criterion, seed)
-    plan = make_plan(analysis, scores, PlanOptions(target, metric, scope, round_to, min_keep))
+    plan = (planner or make_plan)(analysis, scores,
+                                  PlanOptions(target, metric, scope, round_to, min_keep))
     masks = channel_masks(analysis, plan.removed_units)
     apply_plan(analysis, plan.removed_units)
     pruned = ir.serde.serialize_model(analysis.model)

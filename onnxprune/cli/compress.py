@@ -37,6 +37,20 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
     return given
 
 
+class _RoundTo(click.ParamType):
+    """``--round-to``: a positive integer or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither an integer nor 'auto'", param, ctx)
+
+
 @click.command("compress")
 @click.argument("model", type=click.Path(path_type=str), required=False)
 @click.option("--config", "config", type=click.Path(path_type=str),
@@ -46,17 +60,20 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
                    "of Conv/Gemm/MatMul weights to zero).")
 @click.option("-o", "--output", type=click.Path(path_type=str),
               help="Output path (default: <model>.pruned.onnx).")
-@click.option("--metric", type=click.Choice(["params", "flops"]), default="params",
-              show_default=True)
+@click.option("--metric", type=click.Choice(["params", "flops", "latency"]), default="params",
+              show_default=True,
+              help="latency: remove --target of the latency predicted from per-layer "
+                   "timings on --provider with --threads (cached; checked after pruning).")
 @click.option("--criterion", type=click.Choice(["auto", "l1", "l2", "bn_scale", "fpgm", "random",
                                                "activation", "apoz", "taylor", "variation"]),
               default="auto", show_default=True,
               help="auto: taylor with --data, l1 without.")
 @click.option("--scope", type=click.Choice(["global", "uniform"]), default="global",
               show_default=True)
-@click.option("--round-to", type=int, default=None,
+@click.option("--round-to", type=_RoundTo(), default=None,
               help="Keep every pruned channel count a multiple of N units (default: multiples "
-                   "of 8 channels; --round-to 1 for any count).")
+                   "of 8 channels; --round-to 1 for any count; auto: the channel block the "
+                   "--provider's kernels step at, measured).")
 @click.option("--min-keep", type=float, default=0.1, show_default=True,
               help="Per-group floor: fraction (<1) or count (>=1) of channels kept.")
 @click.option("--ignore", multiple=True, help="Glob of node/initializer names to keep whole.")
@@ -136,6 +153,17 @@ def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
                    "more than --max-drop (default 0.05) below the original's; without it "
                    "that run writes nothing and exits 11.")
 # -- end of sparsity/fine-tuning options
+# -- --metric latency
+@click.option("--provider", default="cpu", show_default=True,
+              help="--metric latency: execution provider to measure on (cpu, cuda, ...).")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="--metric latency: intra-op threads of the measurements.")
+@click.option("--latency-runs", type=int, default=20, show_default=True,
+              help="--metric latency: timed runs per latency-table point.")
+@click.option("--latency-cache", type=click.Path(path_type=str),
+              help="--metric latency: folder of cached latency tables [default: "
+                   "$ONNXPRUNE_LATENCY_CACHE or ~/.cache/onnxprune/latency].")
+# -- end of latency options
 @input_shape_option
 @click.pass_context
 @guard
@@ -153,6 +181,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     names += ["mode", "nm", "quantize", "steps", "finetune_epochs", "lr", "loss", "optimizer",
               "temperature", "eval_data", "train_steps", "max_drop", "holdout", "work_dir",
               "resume", "accept_drop"]
+    names += ["provider", "threads", "latency_runs", "latency_cache"]
     names += ["input_shape"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
@@ -227,6 +256,8 @@ def _print_summary(result: Any) -> None:
     for note in result.notes:  # opset conversion, canonicalization, runtime lowering...
         stdout.print(f"note: {note}", markup=False, emoji=False)
     _print_accuracy(result)
+    if getattr(result, "latency", None):  # --metric latency
+        _print_latency(result.latency)
 
 
 def _print_accuracy(result: Any) -> None:
@@ -250,6 +281,18 @@ def _print_accuracy(result: Any) -> None:
     stdout.print(table)
     if accuracy.get("exceeded"):
         stdout.print(f"WARNING: {accuracy['message']}", markup=False)
+
+
+def _print_latency(section: dict) -> None:
+    predicted, measured = section["predicted"], section.get("measured") or {}
+    line = (f"latency on {section['provider']} ({section['threads']} thread(s)): predicted "
+            f"{predicted['original_ms']:.3f} -> {predicted['pruned_ms']:.3f} ms "
+            f"(ratio {predicted['ratio']:.3f})")
+    if measured.get("ratio") is not None:
+        line += (f"; measured {measured['original_ms']:.3f} -> {measured['pruned_ms']:.3f} ms "
+                 f"(ratio {measured['ratio']:.3f})")
+    line += f"; table {'read from' if section['cache_hit'] else 'cached at'} {section['cache']}"
+    stdout.print(line, markup=False)
 
 
 def _print_budget(budget: dict | None) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "BenchmarkComparison",
     "BenchmarkReport",
     "CompressReport",
+    "LatencySection",
     "report_json_schema",
     "validate_benchmark",
     "validate_report",
@@ -145,6 +146,26 @@ class Versions(_Open):
     onnxprune: str | None = None
 
 
+class LatencyPrediction(_Open):
+    original_ms: float
+    pruned_ms: float
+    ratio: float | None = Field(None, description="pruned / original")
+
+
+class LatencySection(_Open):
+    """``--metric latency``: onnxprune.benchmark.latency_check."""
+
+    provider: str
+    threads: int
+    input_shapes: dict[str, list[int]]
+    target: float
+    predicted: LatencyPrediction
+    measured: LatencyPrediction | None = Field(
+        None, description="timed interleaved after pruning (medians); null when not timed")
+    predicted_over_measured: float | None = None
+    cache: str = Field(description="latency table file")
+    cache_hit: bool
+    table: dict[str, Any] = Field(description="whole_ms, fixed_ms, modelled_ms, scale, layers")
 class InputShapeRow(_Open):
     shape: list[int | None] = Field(description="dims; null: a dynamic batch axis")
     source: Literal["given", "data", "metadata", "probed", "default", "static"]
@@ -197,6 +218,9 @@ class CompressReport(_Open):
                           "(onnxprune.calibration.accuracy)")
     flow: dict[str, Any] | None = Field(
         None, description="progressive or one-shot, and why (onnxprune.training.outcome)")
+    latency: LatencySection | None = Field(
+        None, description="--metric latency: predicted and measured latency, the table and "
+                          "its cache file (onnxprune.benchmark.latency_check)")
     input_shapes: dict[str, InputShapeRow] | None = Field(
         None, description="the run-time input shapes every run used (checks, calibration, "
                           "MACs per sample) and why (onnxprune.graph.input_shapes)")
