@@ -26,7 +26,7 @@ from onnxprune.calibrated import open_calibration
 from onnxprune.calibration.accuracy import check_accuracy
 from onnxprune.data import DataSource
 from onnxprune.errors import OnnxPruneError, UnsupportedModelError, UsageError
-from onnxprune.graph import load_model
+from onnxprune.graph import input_shapes, load_model
 from onnxprune.graph.io import StagedOutput, check_destination, weight_bytes
 from onnxprune.graph.shapes import dims
 from onnxprune.graph.validate import check_finite, check_runtime_support
@@ -37,6 +37,7 @@ from onnxprune.reporting import group_rows, layer_rows
 from onnxprune.reporting.report import report_path, write_report
 from onnxprune.rewrite import apply_plan, channel_masks
 from onnxprune.rewrite.verify import Verification, verify, verify_declared
+from onnxprune.run_shapes import in_run_shapes, resolve_run_shapes
 from onnxprune.training.ort import training_available
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class CompressResult:
     flow: dict | None = None  # progressive or one-shot, and why (training.outcome)
     latency: dict | None = None  # --metric latency (onnxprune.benchmark.latency_check)
     # -- end
+    # the run-time input shapes every run used, and why (onnxprune.graph.input_shapes)
+    input_shapes: dict | None = dataclasses.field(default_factory=lambda: _run_shapes())
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -81,9 +84,31 @@ def default_output(model: str | os.PathLike[str]) -> pathlib.Path:
     return path.with_name(path.stem + ".pruned.onnx")
 
 
+def _run_shapes() -> dict | None:
+    resolved = input_shapes.current()
+    return resolved.to_dict() if resolved is not None else None
+
+
 def analyze_file(model: str | os.PathLike[str], ignore: tuple[str, ...] = (),
-                 prune_hidden: bool = False) -> dict:
-    """Analyze a model file; return groups and totals as plain data."""
+                 prune_hidden: bool = False, input_shape=None) -> dict:
+    """Analyze a model file; return groups and totals as plain data. MACs are per
+    sample at the run-time input shapes (``input_shape``, else a default the model
+    accepts), listed under ``input_shapes``."""
+    if input_shapes.current() is None:
+        try:
+            resolved = resolve_run_shapes(model, input_shape)
+        except UnsupportedModelError as exc:  # analyze still works: untried defaults
+            logger.warning("%s", exc)
+            resolved = resolve_run_shapes(model, input_shape, check=False)
+        if resolved is None:  # unreadable: load_model below says why
+            return _analyze_file(model, ignore, prune_hidden)
+        with input_shapes.using(resolved):
+            return _analyze_file(model, ignore, prune_hidden)
+    return _analyze_file(model, ignore, prune_hidden)
+
+
+def _analyze_file(model: str | os.PathLike[str], ignore: tuple[str, ...],
+                  prune_hidden: bool) -> dict:
     loaded = load_model(model)
     analysis = analyze(loaded.model, prune_hidden=prune_hidden)
     analysis.ignore(ignore)
@@ -102,6 +127,7 @@ def analyze_file(model: str | os.PathLike[str], ignore: tuple[str, ...] = (),
         "notes": loaded.notes,
         "version": __version__,
         "canonicalization": loaded.facts.get("canonical"),  # onnxprune.graph.canonicalize
+        "input_shapes": _run_shapes(),
     }
 
 
@@ -169,6 +195,20 @@ def _options(target: float | None, options: CompressOptions | dict | None,
     return options
 
 
+def _run_shape_options(model, target=None, *, options=None, calibration_data=None,
+                       **kwargs) -> tuple:
+    """What :func:`in_run_shapes` needs from a :func:`compress` call."""
+    fields = {k: v for k, v in kwargs.items() if k in CompressOptions.model_fields}
+    resolved = _options(target, options, fields)
+    from onnxprune.data import ImageOptions
+
+    image = ImageOptions(tuple(resolved.image_size) if resolved.image_size else None,
+                         tuple(resolved.mean), tuple(resolved.std), resolved.layout,
+                         resolved.channel_order)
+    return model, resolved.input_shape, calibration_data, resolved.data, image
+
+
+@in_run_shapes(_run_shape_options)
 def compress(model: str | os.PathLike[str], target: float | None = None, *,
              output: str | os.PathLike[str] | None = None,
              options: CompressOptions | dict | None = None, write: bool = True,

@@ -16,6 +16,7 @@ __all__ = ["CompressOptions", "load_recipe", "merge_options"]
 
 import json
 import pathlib
+import re
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -84,6 +85,31 @@ class CompressOptions(pydantic.BaseModel):
     latency_runs: int = pydantic.Field(20, ge=1)  # timed runs per latency table point
     latency_cache: str | None = None  # None: $ONNXPRUNE_LATENCY_CACHE or ~/.cache/...
     # -- end of latency options
+    # -- run-time input shapes (onnxprune.graph.input_shapes): name -> dims; a recipe
+    #    may give {name: [1, 3, 320, 320]}, {name: "1x3x320x320"} or ["name:1x3x..."]
+    input_shape: dict[str, tuple[int, ...]] | None = None
+
+    @pydantic.field_validator("input_shape", mode="before")
+    @classmethod
+    def _parse_input_shape(cls, value: Any) -> Any:
+        from onnxprune.graph.input_shapes import parse_input_shapes
+
+        if value is None or value == {} or value == ():
+            return None
+        try:
+            return parse_input_shapes(value)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _short_nm_mode(cls, values: Any) -> Any:
+        """``mode: "2:4"`` (any ``N:M``) is short for ``mode: n:m, nm: "2:4"``."""
+        mode = values.get("mode") if isinstance(values, dict) else None
+        if isinstance(mode, str) and re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", mode):
+            values = {**values, "mode": "n:m", "nm": mode.strip()}
+        return values
+    # -- end of run-time input shapes
 
     @pydantic.model_validator(mode="after")
     def _check_mode(self) -> CompressOptions:

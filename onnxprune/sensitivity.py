@@ -23,8 +23,21 @@ from onnxprune.errors import OutputError, RuntimeMissingError, UnsupportedModelE
 from onnxprune.graph import load_model
 from onnxprune.graph.runtime import to_runtime_proto
 from onnxprune.options import build_options
+from onnxprune.run_shapes import in_run_shapes
 
 
+def _run_shape_options(model, *, data: str | None = None, **options) -> tuple:
+    """What :func:`in_run_shapes` needs from a :func:`sensitivity_file` call."""
+    from onnxprune.data import ImageOptions
+
+    size = options.get("image_size")
+    image = ImageOptions(tuple(size) if size else None, tuple(options.get("mean") or (0.0,)),
+                         tuple(options.get("std") or (1.0,)), options.get("layout") or "nchw",
+                         options.get("channel_order") or "rgb")
+    return model, options.get("input_shape"), None, data, image
+
+
+@in_run_shapes(_run_shape_options)
 def sensitivity_file(model: str | os.PathLike[str], *, data: str | None = None,
                      ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7), criterion: str = "l1",
                      **options) -> Sensitivity:

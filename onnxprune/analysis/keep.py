@@ -3,7 +3,10 @@
 ``KeepView`` answers, for a set of removed units, how many channels each tensor
 keeps on its layout axis and how many elements it has (symbolic dimensions count
 as 1, so a batch axis counts one sample). Cost models and rewrite rules both read
-it, so the numbers they use always agree.
+it, so the numbers they use always agree. Cost models pass ``run_dims``, the
+concrete shapes at the run's input shapes (``graph.shapes.shapes_at_run``): a value
+found there uses them instead of its symbolic dims, so costs are per sample at the
+real spatial/sequence sizes.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from onnxprune.graph.shapes import dims
 
 
 class KeepView:
-    def __init__(self, analysis: Analysis, removed_units: np.ndarray) -> None:
+    def __init__(self, analysis: Analysis, removed_units: np.ndarray,
+                 run_dims: dict[str, tuple[int, ...]] | None = None) -> None:
         self.analysis = analysis
+        self.run_dims = run_dims or {}
         self.removed_units = removed_units
         self._removed = analysis.removed_elements(removed_units)
         self.opset = analysis.ctx.opset
@@ -47,10 +52,12 @@ class KeepView:
         return mask is not None and not bool(mask.all())
 
     def shape(self, value: ir.Value | None) -> tuple[int | None, ...] | None:
+        if value is not None and value.name in self.run_dims:
+            return self.run_dims[value.name]
         return dims(value)
 
     def rank(self, value: ir.Value | None) -> int | None:
-        shape = dims(value)
+        shape = self.shape(value)
         return None if shape is None else len(shape)
 
     def kept_count(self, value: ir.Value | None, axis: int | None = None,
@@ -59,13 +66,13 @@ class KeepView:
         layout = self.layout(value)
         if layout is not None and (axis is None or axis == layout.axis):
             return int(self.keep_ids(layout.ids).sum())
-        shape = dims(value)
+        shape = self.shape(value)
         if axis is not None and shape is not None and axis < len(shape) and shape[axis]:
             return int(shape[axis])
         return int(fallback) if fallback is not None else 1
 
     def numel_kept(self, value: ir.Value | None) -> int:
-        shape = dims(value)
+        shape = self.shape(value)
         if shape is None:
             return 0
         sizes = [d if d is not None else 1 for d in shape]

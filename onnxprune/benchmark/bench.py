@@ -51,6 +51,7 @@ from onnxprune.benchmark.stats import (
     speedup,
 )
 from onnxprune.errors import InvalidModelError, RuntimeMissingError, UsageError
+from onnxprune.graph import input_shapes as run_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,16 @@ def model_info(path: str | os.PathLike[str]) -> dict:
     cost = CostModel(analyze(loaded.model)).original
     info["params"], info["macs"] = cost.params, cost.macs
     return info
+
+
+def _run_shapes(models: Sequence[str | os.PathLike[str]], specs: dict[str, tuple[int, ...]],
+                ) -> run_inputs.RunShapes | None:
+    """The shapes of the first ONNX model (``onnxprune.run_shapes``; specs given win)."""
+    from onnxprune.run_shapes import resolve_run_shapes
+
+    first = next((m for m in models if pathlib.Path(m).is_file()
+                  and not is_ort_format(pathlib.Path(m))), None)
+    return resolve_run_shapes(first, specs) if first is not None else None
 
 
 def _environment(ort: Any) -> dict:
@@ -132,7 +143,12 @@ def benchmark(models: Sequence[str | os.PathLike[str]], *,
     batch_list = _ints(batch, "batch")
     choices = select_providers(list(providers) if not isinstance(providers, str)
                                else [providers], ort)
-    infos = [model_info(m) for m in models]
+    resolved = run_inputs.current() or _run_shapes(models, specs)
+    if resolved is not None:  # inputs without a spec: the run's shapes (not a guess)
+        specs = {**{s.name: s.concrete(1) for s in resolved.inputs
+                    if s.name not in specs and any(s.dynamic[1:])}, **specs}
+    with run_inputs.using(resolved):  # MACs at these shapes
+        infos = [model_info(m) for m in models]
     results = []
     for choice in (c for c in choices if c.available):
         for n_threads in thread_list:

@@ -3,7 +3,8 @@
 Rules:
 
 1. ``parse_shape_specs`` reads ``NAME:D0xD1x...`` (positive integers). The name may
-   itself contain ``:``; the shape is what follows the last one.
+   itself contain ``:``; the shape is what follows the last one
+   (``graph.input_shapes.parse_input_shapes``, shared with compress/analyze).
 2. ``resolve_shapes`` gives every session input a concrete shape:
 
    1. an input named in the specs takes that shape (rank must match the model); when
@@ -11,8 +12,10 @@ Rules:
       replaces the first dimension;
    2. any other input takes the model's shape with a symbolic first dimension set to
       ``batch`` (1 when unset);
-   3. a symbolic dimension anywhere else is a :class:`UsageError` asking for a spec,
-      since guessing a spatial size would time the wrong workload.
+   3. a symbolic dimension anywhere else is a :class:`UsageError` asking for a spec.
+      ``benchmark`` first fills the specs of such inputs with the run's resolved
+      shapes (:mod:`onnxprune.run_shapes`: a size the model states or accepts, never
+      a guess that fails), and reports them under ``settings.input_shapes``.
 3. A spec naming no model input is a :class:`UsageError` listing the input names.
 """
 
@@ -28,18 +31,9 @@ from onnxprune.errors import UsageError
 
 def parse_shape_specs(specs: Iterable[str] | None) -> dict[str, tuple[int, ...]]:
     """``["x:1x3x224x224"]`` -> ``{"x": (1, 3, 224, 224)}`` (rule 1)."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for spec in specs or ():
-        name, sep, dims = spec.rpartition(":")
-        try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape or min(shape) < 1:
-            raise UsageError(f"bad input shape {spec!r}: expected NAME:D0xD1x... with positive "
-                             "integers, e.g. input:1x3x224x224")
-        shapes[name] = shape
-    return shapes
+    from onnxprune.graph.input_shapes import parse_input_shapes
+
+    return parse_input_shapes(list(specs or ()))
 
 
 def _is_fixed(dim: Any) -> bool:

@@ -10,8 +10,8 @@ Rules:
 2. ``default_input_shapes`` gives every graph input a concrete shape: static
    dimensions as they are; a symbolic first dimension is 1 (batch 1); the symbolic
    spatial dimensions of a rank-4 image input are 224. Any other symbolic dimension
-   is a :class:`UsageError` asking for the shape (a general ``--input-shape`` option
-   passes its shapes instead).
+   is a :class:`UsageError` asking for the shape. Inside a compress run the run's
+   resolved input shapes (``--input-shape``, data, metadata, probed) are used instead.
 3. ``value_shapes`` runs ONNX shape inference with the inputs set to those shapes and
    returns every value's concrete shape by name.
 """
@@ -88,7 +88,13 @@ def _dim(dim) -> int | None:
 
 
 def default_input_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    """A concrete shape for every graph input (rule 2)."""
+    """A concrete shape for every graph input (rule 2); inside a run, its resolved
+    input shapes at batch 1 (``onnxprune.graph.input_shapes``) come first."""
+    from onnxprune.graph import input_shapes
+
+    resolved = input_shapes.current()
+    if resolved is not None:
+        return resolved.concrete(1)
     initializers = {init.name for init in model.graph.initializer}
     shapes = {}
     for value in model.graph.input:

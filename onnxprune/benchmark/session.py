@@ -73,8 +73,9 @@ def _provider_options(choice: ProviderChoice, threads: int) -> dict[str, str] | 
 def open_session(ort: Any, path: str | os.PathLike[str], choice: ProviderChoice, threads: int,
                  optimization: str = "all", profile_dir: str | None = None) -> Any:
     """An inference session for ``path`` on ``choice`` (rule 1)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    from onnxprune.graph.runtime import session_options
+
+    options = session_options(ort)  # project log settings
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = {

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from onnxprune.analysis.groups import Analysis
+from onnxprune.calibration.isolation import guarded
 from onnxprune.calibration.probes import Probe, element_mean, find_probes
 from onnxprune.calibration.tap import Tap
 from onnxprune.data import DataSource
@@ -70,7 +71,8 @@ def collect_activation_stats(analysis: Analysis, data: DataSource,
     """Run ``analysis.model`` (a serialized copy) over ``data`` and aggregate per unit."""
     probes = find_probes(analysis)
     proto = runtime.to_runtime_proto(analysis.model)
-    means, samples = probe_position_means(proto, probes, data, batch_size)
+    means, samples = guarded(probe_position_means, proto, probes, data, batch_size,
+                             what="activation statistics (calibration)")
     n_el, n_units = analysis.ctx.num_elements, analysis.num_units
     mean_abs = np.zeros(n_units)
     apoz_sum = np.zeros(n_units)

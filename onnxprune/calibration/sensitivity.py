@@ -35,6 +35,7 @@ from onnxprune.calibration.graph_edit import multiply_tensors
 from onnxprune.calibration.tap import quiet_session
 from onnxprune.data import DataSource
 from onnxprune.errors import UsageError
+from onnxprune.graph import input_shapes
 from onnxprune.graph.outputs import with_logit_outputs
 from onnxprune.planning.planner import PlanOptions, group_options
 
@@ -58,6 +59,8 @@ class Sensitivity:
     baseline_accuracy: float | None
     groups: list[GroupSensitivity]
     version: str = __version__
+    # the run-time input shapes of the run (onnxprune.graph.input_shapes)
+    input_shapes: dict | None = dataclasses.field(default_factory=lambda: _run_shapes())
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -69,6 +72,11 @@ class Sensitivity:
         for p in group.points:
             points[p["removed"]] = max(points.get(p["removed"], 0.0), p["damage"])
         return sorted(points.items())
+
+
+def _run_shapes() -> dict | None:
+    resolved = input_shapes.current()
+    return resolved.to_dict() if resolved is not None else None
 
 
 def _mask_model(original: onnx.ModelProto, analysis: Analysis, prunable: np.ndarray,

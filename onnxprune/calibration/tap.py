@@ -25,8 +25,7 @@ def quiet_session(model: onnx.ModelProto):
     """An ORT session whose idle threads do not spin: calibration interleaves runs with
     numpy work, and spinning runtime threads would starve it."""
     ort = runtime.import_ort()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options = runtime.session_options(ort)  # project log settings
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(runtime.to_runtime_proto(model).SerializeToString(), options,

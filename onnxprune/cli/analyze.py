@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from onnxprune.cli.common import emit_json, guard, stdout
+from onnxprune.cli.data_options import input_shape_option
 
 
 @click.command("analyze")
@@ -16,12 +17,14 @@ from onnxprune.cli.common import emit_json, guard, stdout
 @click.option("--prune-hidden", is_flag=True,
               help="Analyze with the hidden (residual-stream) width of transformers prunable.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@input_shape_option
 @guard
-def command(model: str, ignore: tuple[str, ...], prune_hidden: bool, as_json: bool) -> None:
+def command(model: str, ignore: tuple[str, ...], prune_hidden: bool, as_json: bool,
+            input_shape: dict | None) -> None:
     """List every channel group of MODEL: members, size, cost share, prunable or why not."""
     from onnxprune.compress import analyze_file
 
-    report = analyze_file(model, ignore, prune_hidden=prune_hidden)
+    report = analyze_file(model, ignore, prune_hidden=prune_hidden, input_shape=input_shape)
     if as_json:
         emit_json(report)
         return
@@ -37,6 +40,11 @@ def command(model: str, ignore: tuple[str, ...], prune_hidden: bool, as_json: bo
         table.add_row(str(row["index"]), row["description"] or row["name"], str(row["channels"]),
                       f"{100 * row['params_share']:.1f}", f"{100 * row['macs_share']:.1f}", status)
     stdout.print(table)
+    if report.get("input_shapes"):  # MACs are per sample at these shapes
+        from onnxprune.graph.input_shapes import format_shapes
+
+        stdout.print(f"MACs at input shapes: {format_shapes(report['input_shapes'])}",
+                     markup=False)
     prunable = sum(r["prunable"] for r in report["groups"])
     stdout.print(f"{prunable} of {len(report['groups'])} groups prunable")
     limits = report["capacity"]

@@ -32,7 +32,8 @@ def _fmt(value: float | None, spec: str = ",.0f") -> str:
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs per model.")
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per model.")
 @click.option("--input-shape", "input_shapes", multiple=True,
-              help="NAME:1x3x224x224 for inputs with symbolic dimensions (repeatable).")
+              help="NAME:1x3x224x224 for inputs with symbolic dimensions (repeatable) "
+                   "[default: a size the model states or accepts].")
 @click.option("--optimization", type=click.Choice(["disable", "basic", "extended", "all"]),
               default="all", show_default=True, help="ORT graph optimization level.")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory probe (one process per "

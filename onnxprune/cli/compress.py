@@ -11,7 +11,12 @@ from click.core import ParameterSource
 from rich.table import Table
 
 from onnxprune.cli.common import emit_json, guard, quiet_status, stdout
-from onnxprune.cli.data_options import DATA_OPTION_NAMES, data_options, parse_floats
+from onnxprune.cli.data_options import (
+    DATA_OPTION_NAMES,
+    data_options,
+    input_shape_option,
+    parse_floats,
+)
 from onnxprune.cli.progress import step_progress
 from onnxprune.errors import UsageError
 
@@ -100,10 +105,12 @@ class _RoundTo(click.ParamType):
                    "--eval-data; data-free: bias on synthetic inputs.")
 # -- end of calibration options
 # -- sparsity modes, progressive pruning, fine-tuning, INT8 quantization
-@click.option("--mode", type=click.Choice(["structured", "unstructured", "n:m"]),
+@click.option("--mode", callback=lambda ctx, param, value: _mode(value),
               default="structured", show_default=True,
+              metavar="[structured|unstructured|n:m|N:M]",
               help="structured: remove channels; unstructured: zero single weights "
-                   "(--scope global|uniform=per layer); n:m: N:M pattern (--nm).")
+                   "(--scope global|uniform=per layer); n:m: N:M pattern (--nm); "
+                   "N:M (e.g. 2:4) is short for --mode n:m --nm N:M.")
 @click.option("--nm", default="2:4", show_default=True,
               help="--mode n:m: at most N non-zeros in every M consecutive input weights.")
 @click.option("--steps", type=int,
@@ -164,6 +171,7 @@ class _RoundTo(click.ParamType):
               help="--metric latency: folder of cached latency tables [default: "
                    "$ONNXPRUNE_LATENCY_CACHE or ~/.cache/onnxprune/latency].")
 # -- end of latency options
+@input_shape_option
 @click.pass_context
 @guard
 def command(ctx: click.Context, model: str | None, config: str | None, output: str | None,
@@ -181,6 +189,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
               "temperature", "eval_data", "train_steps", "max_drop", "holdout", "work_dir",
               "resume", "accept_drop", "allow_frozen", "distill_features"]
     names += ["provider", "threads", "latency_runs", "latency_cache"]
+    names += ["input_shape"]
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:
@@ -207,6 +216,16 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     _print_summary(result)
 
 
+def _mode(value: str) -> str:
+    """``--mode``: a mode name or the short form ``N:M`` (e.g. ``2:4``)."""
+    import re
+
+    if value in ("structured", "unstructured", "n:m") or re.fullmatch(r"\d+:\d+", value):
+        return value
+    raise click.BadParameter(f"{value!r} is not one of structured, unstructured, n:m or N:M "
+                             "(e.g. 2:4)")
+
+
 def _ratio(before: float, after: float) -> str:
     return f"{after / before:.3f}x" if before else "-"
 
@@ -222,6 +241,10 @@ def _print_summary(result: Any) -> None:
     table.add_row("file bytes", f"{result.size_before:,}", f"{result.size_after or 0:,}",
                   _ratio(result.size_before, result.size_after or 0))
     stdout.print(table)
+    if result.input_shapes:  # MACs are per sample at these shapes
+        from onnxprune.graph.input_shapes import format_shapes
+
+        stdout.print(f"input shapes: {format_shapes(result.input_shapes)}", markup=False)
     layers = Table(title="channels per layer")
     for column in ("layer", "kind", "before", "after"):
         layers.add_column(column)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["DATA_OPTION_NAMES", "data_options", "parse_floats", "parse_size"]
+__all__ = ["DATA_OPTION_NAMES", "data_options", "input_shape_option", "parse_floats",
+           "parse_input_shape", "parse_size"]
 
 from collections.abc import Callable
 from typing import Any
@@ -65,3 +66,25 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def parse_input_shape(ctx: click.Context, param: click.Parameter, value: tuple[str, ...],
+                      ) -> dict[str, tuple[int, ...]] | None:
+    """``--input-shape NAME:1x3x48x192`` (repeatable) -> ``{name: dims}``."""
+    from onnxprune.errors import UsageError
+    from onnxprune.graph.input_shapes import parse_input_shapes
+
+    try:
+        return parse_input_shapes(value) or None
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def input_shape_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--input-shape`` (run-time input shapes, see onnxprune.graph.input_shapes)."""
+    return click.option(
+        "--input-shape", "input_shape", multiple=True, callback=parse_input_shape,
+        metavar="NAME:D0xD1x..",
+        help="Run-time shape of a model input, e.g. images:1x3x320x320 (repeatable); used "
+             "by every run (checks, calibration, costs) [default: the shapes of --data, "
+             "else a size the model accepts].")(func)

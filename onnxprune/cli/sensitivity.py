@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from onnxprune.cli.common import emit_json, guard, quiet_status, stdout
-from onnxprune.cli.data_options import data_options, parse_floats
+from onnxprune.cli.data_options import data_options, input_shape_option, parse_floats
 
 
 @click.command("sensitivity")
@@ -29,6 +29,7 @@ from onnxprune.cli.data_options import data_options, parse_floats
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Write the JSON here.")
 @click.option("--plot", type=click.Path(path_type=str), help="Write a PNG plot here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@input_shape_option
 @guard
 def command(model: str, ratios: tuple[float, ...], output: str | None, plot: str | None,
             as_json: bool, **options: Any) -> None:

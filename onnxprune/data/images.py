@@ -8,7 +8,9 @@ Rules:
 2. Each image is decoded with Pillow, converted to RGB (3 channels) or L (1),
    resized to ``size`` (height, width) with bilinear filtering, scaled to [0, 1],
    put in ``channel_order``, normalised as ``(x - mean) / std`` per channel and laid
-   out as ``nchw`` or ``nhwc``. Without ``size`` the model's static spatial dims are used.
+   out as ``nchw`` or ``nhwc``. Without ``size`` the model's static spatial dims are used,
+   else the spatial dims of the run's resolved input shapes
+   (:mod:`onnxprune.graph.input_shapes`).
 3. A float model input gets float32 pixels; a uint8 input gets the raw 0..255 pixels
    (no scaling or normalisation). The model must have exactly one input.
 4. Pillow is imported lazily; without it a :class:`RuntimeMissingError` says what to install.
@@ -27,9 +29,20 @@ from onnxprune.data.readers import ArrayReader, MemoryReader
 from onnxprune.data.source import LABELS, Part
 from onnxprune.data.specs import InputSpec
 from onnxprune.errors import DataError, RuntimeMissingError
+from onnxprune.graph import input_shapes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm")
+
+
+def _run_size(spec: InputSpec, nhwc: bool) -> tuple[int, int] | None:
+    """Rule 2: the spatial dims of the run's shape of ``spec``, if any."""
+    resolved = input_shapes.current()
+    entry = resolved.get(spec.name) if resolved is not None else None
+    if entry is None or len(entry.dims) != 4:
+        return None
+    spatial = entry.dims[1:3] if nhwc else entry.dims[2:4]
+    return None if None in spatial else (int(spatial[0]), int(spatial[1]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +86,7 @@ class ImageReader(ArrayReader):
                             "check --layout")
         self.channels = channels
         spatial = spec.shape[1:3] if nhwc else spec.shape[2:4]
-        size = options.size or (spatial if None not in spatial else None)
+        size = options.size or (spatial if None not in spatial else _run_size(spec, nhwc))
         if size is None:
             raise DataError(f"{origin}: input '{spec.name}' has dynamic spatial size "
                             f"({spec.describe()}); give --image-size H,W")

@@ -13,6 +13,11 @@ sensitivity, recovery, fine-tuning). Rules:
    batches of exactly ``B``; a final incomplete batch is dropped with a warning.
 3. A source may be restricted to a subset of its rows (``take``, ``split``); the
    subset is always read in ascending row order.
+4. Every float array read for a model input is checked for NaN/Inf as it is read; a
+   non-finite value is a :class:`DataError` naming the input, the file and the
+   sample (row) index, since it would poison every score computed from the data.
+5. ``sample_shapes()``: the non-batch dims of the first sample of every input (what
+   the run's input shapes are taken from, see :mod:`onnxprune.graph.shape_choice`).
 """
 
 from __future__ import annotations
@@ -131,6 +136,14 @@ class DataSource:
             self._labels = np.concatenate([c[LABELS] for c in chunks])
         return self._labels
 
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Rule 5."""
+        if not self.parts:
+            return {}
+        readers = self.parts[0].readers
+        return {s.name: tuple(int(d) for d in readers[s.name].shape[1:])
+                for s in self.specs if s.name in readers}
+
     @property
     def fixed_batch(self) -> int | None:
         sizes = {s.batch for s in self.specs if s.batch is not None}
@@ -202,9 +215,24 @@ class DataSource:
             for start in range(0, len(local), batch_size):
                 wanted = local[start:start + batch_size]
                 runs = np.split(wanted, np.flatnonzero(np.diff(wanted) > 1) + 1)
-                pieces = [{k: part.readers[k].read(int(r[0]), int(r[-1]) + 1) for k in keys}
-                          for r in runs]
+                pieces = [{k: _finite(part.readers[k].read(int(r[0]), int(r[-1]) + 1), k,
+                                      part.origin, int(r[0]))
+                           for k in keys} for r in runs]
                 if len(pieces) == 1:
                     yield pieces[0]
                 else:
                     yield {k: np.concatenate([p[k] for p in pieces]) for k in keys}
+
+
+def _finite(array: np.ndarray, name: str, origin: str, first_row: int) -> np.ndarray:
+    """Rule 4: ``array`` (rows from ``first_row``) unless it holds NaN/Inf."""
+    if name == LABELS or not np.issubdtype(array.dtype, np.floating) or not array.size:
+        return array
+    finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1) if array.ndim else \
+        np.isfinite(array)
+    if bool(np.all(finite)):
+        return array
+    bad = np.flatnonzero(~finite)
+    more = f" and {len(bad) - 1} more in this batch" if len(bad) > 1 else ""
+    raise DataError(f"{origin}: input '{name}' contains NaN or Inf (sample "
+                    f"{first_row + int(bad[0])}{more}); clean or drop those samples")

@@ -3,7 +3,9 @@
 Rules:
 
 1. Axis 0 of every input is the sample (batch) axis. A static batch dimension fixes
-   the batch size the data is fed in.
+   the batch size the data is fed in. A dim is static only when it is a positive int
+   (``dim_value <= 0``, ``'?'`` and empty dims are dynamic, see
+   :func:`onnxprune.graph.input_shapes.is_dynamic`).
 2. An array matches an input when it has the input's rank and every static
    dimension after axis 0; symbolic dimensions accept any size.
 3. Dtypes must be of the same kind: any float array feeds a float input (cast to
@@ -22,6 +24,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.errors import DataError
+from onnxprune.graph.input_shapes import is_dynamic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +54,7 @@ def model_input_specs(model: ir.Model) -> list[InputSpec]:
         dtype = value.dtype
         np_dtype = np.dtype(dtype.numpy()) if dtype is not None else np.dtype(np.float32)
         shape = () if value.shape is None else tuple(
-            d if isinstance(d, int) else None for d in value.shape)
+            None if is_dynamic(d) else int(d) for d in value.shape)
         specs.append(InputSpec(value.name or "", np_dtype, shape))
     return specs
 

@@ -2,7 +2,8 @@
 
 Rules:
 
-1. Every model input gets ``num_samples`` rows; symbolic non-batch dims become
+1. Every model input gets ``num_samples`` rows; dynamic non-batch dims take the run's
+   resolved input shapes (:func:`onnxprune.graph.input_shapes.current`), else
    ``dynamic_dim``; a static batch dim is honoured by the source (batches of it).
 2. Float inputs: standard normal values. Bool inputs: random booleans.
 3. Integer inputs that reach ``Gather(table, ids)`` with ``table`` an initializer,
@@ -20,6 +21,7 @@ import onnx_ir as ir
 
 from onnxprune.data.source import DataSource
 from onnxprune.data.specs import model_input_specs
+from onnxprune.graph import input_shapes
 
 _TRANSPARENT = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
 
@@ -53,8 +55,13 @@ def synthetic_source(model: ir.Model, num_samples: int = 64, seed: int = 0,
     specs = model_input_specs(model)
     limits = token_limits(model)
     arrays = {}
+    resolved = input_shapes.current()
     for spec in specs:
-        dims = [d if d is not None else dynamic_dim for d in spec.shape[1:]]
+        entry = resolved.get(spec.name) if resolved is not None else None
+        if entry is not None and len(entry.dims) == len(spec.shape):
+            dims = [d if d is not None else r for d, r in zip(spec.shape[1:], entry.dims[1:])]
+        else:
+            dims = [d if d is not None else dynamic_dim for d in spec.shape[1:]]
         shape = (num_samples, *dims)
         if np.issubdtype(spec.dtype, np.floating):
             arrays[spec.name] = rng.standard_normal(shape).astype(spec.dtype)

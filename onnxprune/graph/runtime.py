@@ -6,7 +6,15 @@ Rules:
    :class:`RuntimeMissingError` says which extra to install.
 2. Models handed to the runtime get their IR version lowered to what the installed
    runtime reads (ORT 1.19 reads IR <= 10); the model on disk is not changed.
-3. Dummy inputs respect dtypes; symbolic dimensions become ``dynamic_dim``.
+3. Dummy inputs respect dtypes. Inputs of the run's resolved shapes
+   (:mod:`onnxprune.graph.input_shapes`) take them, with ``dynamic_dim`` as the batch;
+   any other dynamic dimension (``dim_param``, empty, ``<= 0``) becomes ``dynamic_dim``.
+4. ONNX Runtime's own log lines never reach stderr: the default logger's severity is
+   set to ERROR once at import, and every session the project creates
+   (``session_options``) logs FATAL only, under the ``onnxprune`` log id; its errors
+   come back as exceptions, which the project reports through its own logger.
+5. Graph input/output dims written as ``dim_value <= 0`` are handed to the runtime as
+   dynamic (it enforces a ``0`` literally).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ __all__ = [
     "probe_shape_runs",
     "probe_shapes",
     "run",
+    "session_options",
     "to_runtime_proto",
 ]
 
@@ -31,6 +40,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxprune.errors import RuntimeMissingError, UnsupportedModelError
+from onnxprune.graph import input_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +65,25 @@ def import_ort() -> Any:
             "ONNX Runtime is not installed: pip install 'onnxprune[cpu]' "
             "(or [train] for onnxruntime-training-cpu, [gpu] for onnxruntime-gpu)"
         ) from exc
+    global _LOGGER_SET
+    if not _LOGGER_SET:
+        onnxruntime.set_default_logger_severity(DEFAULT_LOG_SEVERITY)
+        _LOGGER_SET = True
     return onnxruntime
+
+
+DEFAULT_LOG_SEVERITY = 3  # the runtime's default logger: errors only
+SESSION_LOG_SEVERITY = 4  # sessions: fatal only; errors arrive as exceptions (rule 4)
+_LOGGER_SET = False
+
+
+def session_options(ort: Any = None) -> Any:
+    """``SessionOptions`` with the project's log settings (rule 4)."""
+    ort = ort or import_ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = SESSION_LOG_SEVERITY
+    options.logid = "onnxprune"
+    return options
 
 
 def runtime_limits() -> tuple[int, int]:
@@ -80,7 +108,19 @@ def to_runtime_proto(model: ir.Model | onnx.ModelProto) -> onnx.ModelProto:
         )
     if proto.ir_version > max_ir:
         proto.ir_version = max_ir
+    if _has_nonpositive_dims(proto):  # rule 5, on a copy
+        copy = onnx.ModelProto()
+        copy.CopyFrom(proto)
+        input_shapes.normalize_proto_dims(copy)
+        proto = copy
     return proto
+
+
+def _has_nonpositive_dims(proto: onnx.ModelProto) -> bool:
+    return any(dim.HasField("dim_value") and dim.dim_value <= 0
+               for value in (*proto.graph.input, *proto.graph.output)
+               if value.type.HasField("tensor_type")
+               for dim in value.type.tensor_type.shape.dim)
 
 
 def make_session(model: ir.Model | onnx.ModelProto | str, providers: list[str] | None = None,
@@ -88,8 +128,7 @@ def make_session(model: ir.Model | onnx.ModelProto | str, providers: list[str] |
     """An inference session; ``optimize=False`` keeps only basic graph optimizations
     (faster to create, used by one-off checks)."""
     ort = import_ort()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options = session_options(ort)
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:
@@ -104,7 +143,7 @@ def make_session(model: ir.Model | onnx.ModelProto | str, providers: list[str] |
 def _readable_path(path: str) -> str | bytes:
     """The path itself when the runtime reads its IR version, else lowered bytes."""
     header = onnx.load(path, load_external_data=False)
-    if header.ir_version <= runtime_limits()[0]:
+    if header.ir_version <= runtime_limits()[0] and not _has_nonpositive_dims(header):
         return path
     onnx.load_external_data_for_model(header, os.path.dirname(os.path.abspath(path)))
     return to_runtime_proto(header).SerializeToString()
@@ -127,10 +166,10 @@ def dummy_inputs(session: Any, seed: int = 0, dynamic_dim: int = 1,
     """Random inputs for every session input (rule 3)."""
     rng = np.random.default_rng(seed)
     feeds = {}
+    resolved = input_shapes.current()
     for arg in session.get_inputs():
-        shape = (shapes or {}).get(arg.name) or tuple(
-            d if isinstance(d, int) and d > 0 else dynamic_dim for d in arg.shape
-        )
+        shape = (shapes or {}).get(arg.name) or _resolved_shape(resolved, arg, dynamic_dim) \
+            or tuple(d if isinstance(d, int) and d > 0 else dynamic_dim for d in arg.shape)
         dtype = _ORT_TYPES.get(arg.type, np.float32)
         if np.issubdtype(dtype, np.floating):
             feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
@@ -141,20 +180,34 @@ def dummy_inputs(session: Any, seed: int = 0, dynamic_dim: int = 1,
     return feeds
 
 
+def _resolved_shape(resolved: input_shapes.RunShapes | None, arg: Any,
+                    batch: int) -> tuple[int, ...] | None:
+    """The run's shape of ``arg`` when it fits the session's input (rule 3)."""
+    entry = resolved.get(arg.name) if resolved is not None else None
+    if entry is None or len(entry.dims) != len(arg.shape or ()):
+        return None
+    shape = entry.concrete(batch)
+    if any(isinstance(d, int) and d > 0 and d != s for d, s in zip(arg.shape, shape)):
+        return None
+    return shape
+
+
 def run(model: ir.Model | onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return make_session(model).run(None, feeds)
 
 
 def probe_shapes(model: ir.Model, names: list[str], dynamic_dim: int = 1,
                  ) -> dict[str, tuple[int, ...]]:
-    """Shapes of the named intermediate values from one run on dummy inputs whose
-    symbolic dimensions are ``dynamic_dim``."""
+    """Shapes of the named intermediate values from one run on dummy inputs (the run's
+    shapes at batch ``dynamic_dim``, else symbolic dimensions set to ``dynamic_dim``)."""
     return probe_shape_runs(model, names, (dynamic_dim,))[0]
 
 
-def probe_shape_runs(model: ir.Model, names: list[str], dynamic_dims: tuple[int, ...],
+def probe_shape_runs(model: ir.Model, names: list[str],
+                     dynamic_dims: tuple[int | dict[str, tuple[int, ...]], ...],
                      ) -> list[dict[str, tuple[int, ...]]]:
-    """One session, one run per entry of ``dynamic_dims``: the named values' shapes."""
+    """One session, one run per entry of ``dynamic_dims`` (a batch/dynamic size, or
+    explicit input shapes): the named values' shapes."""
     proto = to_runtime_proto(model)
     known = {o.name for o in proto.graph.output}
     for name in names:
@@ -162,8 +215,11 @@ def probe_shape_runs(model: ir.Model, names: list[str], dynamic_dims: tuple[int,
             proto.graph.output.append(onnx.ValueInfoProto(name=name))
     session = make_session(proto, optimize=False)
     runs = []
-    for dim in dynamic_dims:
-        outputs = session.run(None, dummy_inputs(session, dynamic_dim=dim))
+    for number, dim in enumerate(dynamic_dims):
+        # inputs missing from explicit shapes still differ from run to run
+        feeds = (dummy_inputs(session, shapes=dim, dynamic_dim=2 + number)
+                 if isinstance(dim, dict) else dummy_inputs(session, dynamic_dim=dim))
+        outputs = session.run(None, feeds)
         runs.append({arg.name: tuple(array.shape)
                      for arg, array in zip(session.get_outputs(), outputs)
                      if isinstance(array, np.ndarray)})

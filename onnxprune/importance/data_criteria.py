@@ -32,6 +32,7 @@ import numpy as np
 
 from onnxprune.analysis.groups import Analysis
 from onnxprune.calibration.activations import collect_activation_stats
+from onnxprune.calibration.isolation import guarded
 from onnxprune.calibration.probes import find_probes
 from onnxprune.data import DataSource
 from onnxprune.errors import UsageError
@@ -53,18 +54,27 @@ def apoz_scores(analysis: Analysis, data: DataSource, batch_size: int) -> np.nda
 
 def taylor_scores(analysis: Analysis, data: DataSource, batch_size: int,
                   seed: int = 0, use_labels: bool = False) -> np.ndarray:
-    from onnxprune.calibration.gradients import GateGradients
-
     probes = find_probes(analysis)
     proto = runtime.to_runtime_proto(analysis.model)
     batch = data.fixed_batch or batch_size
+    scores, samples = guarded(taylor_sums, proto, probes, analysis.element_unit,
+                              analysis.num_units, batch, data, seed, use_labels,
+                              what="gate gradients (taylor calibration)")
+    return scores / max(samples, 1)
+
+
+def taylor_sums(proto, probes, units: np.ndarray, num_units: int, batch: int,
+                data: DataSource, seed: int, use_labels: bool) -> tuple[np.ndarray, int]:
+    """Sum over samples of the squared per-unit ``a * dL/da`` and the sample count (run
+    isolated: ONNX Runtime training can crash the process)."""
+    from onnxprune.calibration.gradients import GateGradients
+
     gates = GateGradients(proto, probes, batch, data, seed=seed, use_labels=use_labels)
-    units = analysis.element_unit
-    scores = np.zeros(analysis.num_units)
+    scores = np.zeros(num_units)
     samples = 0
     try:
         for real, grads in gates.stream(data):
-            per_unit = np.zeros((real, analysis.num_units))
+            per_unit = np.zeros((real, num_units))
             for probe, grad in zip(gates.probes, grads):
                 valid = probe.ids >= 0
                 np.add.at(per_unit, (slice(None), units[probe.ids[valid]]), grad[:, valid])
@@ -72,7 +82,7 @@ def taylor_scores(analysis: Analysis, data: DataSource, batch_size: int,
             samples += real
     finally:
         gates.close()
-    return scores / max(samples, 1)
+    return scores, samples
 
 
 def variation_scores(analysis: Analysis, data: DataSource, batch_size: int) -> np.ndarray:

@@ -66,8 +66,9 @@ def to_ort(source: str | os.PathLike[str], target: str | os.PathLike[str],
     if optimization not in LEVELS:
         raise UsageError(f"optimization must be one of {', '.join(LEVELS)}")
     ort = import_ort()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    from onnxprune.graph.runtime import session_options
+
+    options = session_options(ort)  # project log settings
     options.optimized_model_filepath = str(target)
     options.graph_optimization_level = {
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

@@ -91,8 +91,9 @@ def _fixed(proto: onnx.ModelProto, specs: dict[str, tuple[int, ...]]) -> onnx.Mo
 
 
 def _session(ort: Any, path: pathlib.Path, model_format: str) -> Any:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    from onnxprune.graph.runtime import session_options
+
+    options = session_options(ort)  # project log settings
     options.add_session_config_entry("session.load_model_format", model_format)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

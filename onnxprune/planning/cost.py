@@ -6,8 +6,10 @@ Rules:
    weights (integer initializers read by DequantizeLinear as input 0); the scales and
    zero points of QuantizeLinear/DequantizeLinear are not. A coupled axis counts its
    kept positions (a grouped-conv axis: kept positions / groups).
-2. MACs are what each op's rule reports (Conv, ConvTranspose, Gemm, MatMul);
-   symbolic dimensions count as 1, i.e. MACs are per sample.
+2. MACs are what each op's rule reports (Conv, ConvTranspose, Gemm, MatMul), per
+   sample at the run's resolved input shapes (:mod:`onnxprune.graph.input_shapes`;
+   ``graph.shapes.shapes_at_run``: batch 1, real spatial/sequence sizes). Without
+   resolved shapes symbolic dimensions count as 1.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import onnx_ir as ir
 from onnxprune.analysis.groups import Analysis
 from onnxprune.analysis.keep import KeepView
 from onnxprune.analysis.registry import lookup
+from onnxprune.graph import input_shapes
+from onnxprune.graph.shapes import shapes_at_run
 
 CostContext = KeepView
 
@@ -60,6 +64,7 @@ class CostModel:
 
     def __init__(self, analysis: Analysis) -> None:
         self.analysis = analysis
+        self.run_dims = run_dims(analysis)
         self._params: list[tuple[tuple[int, ...], list]] = []
         self._fixed_params = 0
         by_value: dict[ir.Value, list] = {}
@@ -81,7 +86,7 @@ class CostModel:
         ]
         self._group_terms = self._index_terms()
         empty = np.zeros(analysis.num_units, dtype=bool)
-        view = KeepView(analysis, empty)
+        view = KeepView(analysis, empty, self.run_dims)
         self._last = empty
         self._param_values = np.array([self._param_term(i, view)
                                        for i in range(len(self._params))], dtype=np.float64)
@@ -137,7 +142,7 @@ class CostModel:
         terms = [self._group_terms[int(g)] for g in groups]
         param_idx = np.unique(np.concatenate([t[0] for t in terms]))
         mac_idx = np.unique(np.concatenate([t[1] for t in terms]))
-        view = KeepView(self.analysis, removed_units)
+        view = KeepView(self.analysis, removed_units, self.run_dims)
         for i in param_idx:
             self._param_values[i] = self._param_term(int(i), view)
         for j in mac_idx:
@@ -149,3 +154,16 @@ class CostModel:
     def reduction(self, removed_units: np.ndarray, metric: str) -> float:
         before = self.original.get(metric)
         return 0.0 if before == 0 else 1.0 - self.evaluate(removed_units).get(metric) / before
+
+
+def run_dims(analysis: Analysis) -> dict[str, tuple[int, ...]]:
+    """Concrete value shapes at the run's input shapes (rule 2), once per analysis and
+    resolved shapes (planning builds several cost models of one analysis)."""
+    resolved = input_shapes.current()
+    if resolved is None:
+        return {}
+    cached = getattr(analysis, "_run_dims", None)
+    if cached is None or cached[0] != resolved:
+        cached = (resolved, shapes_at_run(analysis.model))
+        analysis._run_dims = cached  # cached on the analysis it describes
+    return cached[1]

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from onnxprune.calibration.activations import probe_position_means
+from onnxprune.calibration.isolation import guarded
 from onnxprune.calibration.probes import Probe
 from onnxprune.data import DataSource
 from onnxprune.recovery.consumers import Consumer
@@ -37,7 +38,8 @@ def bias_corrections(analysis, consumers: list[Consumer], original: onnx.ModelPr
                      data: DataSource, batch_size: int) -> list[np.ndarray]:
     """Per consumer, the correction of its *kept* outputs' bias (cases 1-3)."""
     probes = {c.data.name: _probe(c, analysis) for c in consumers}
-    means, _ = probe_position_means(original, list(probes.values()), data, batch_size)
+    means, _ = guarded(probe_position_means, original, list(probes.values()), data,
+                       batch_size, what="bias recovery (calibration)")  # native crashes
     corrections = []
     for consumer in consumers:
         m = means[consumer.data.name]["mean"]

@@ -101,6 +101,11 @@ def _summary(r: dict) -> str:
                f"{_e(opts.get('metric', 'the metric'))}; options: "
                f"<code>{_e(json.dumps(opts, sort_keys=True))}</code>; took {r['seconds']:.1f} s."
                "</p>")
+    shapes = r.get("input_shapes") or {}
+    if shapes:  # MACs and every run are at these shapes (onnxprune.graph.input_shapes)
+        from onnxprune.graph.input_shapes import format_shapes
+
+        out.append(f"<p>Input shapes (MACs per item at these): {_e(format_shapes(shapes))}</p>")
     check = r.get("verification") or {}
     if check:
         out.append("<p>Verification: " + ", ".join(f"{_e(k)} = {_e(v)}"

@@ -4,7 +4,8 @@ Rules:
 
 1. ``node_macs(model)`` lists every node whose rule counts MACs (Conv,
    ConvTranspose, Gemm, MatMul, ...) with the MACs per sample the cost model uses
-   (``onnxprune.planning.cost`` rule 2), in graph order. A node without a name is
+   (``onnxprune.planning.cost`` rule 2: at the run's resolved input shapes), in graph
+   order. A node without a name is
    called ``<op_type>#<position>``.
 2. ``layer_macs(original, pruned)`` joins the two lists by node name (pruning keeps
    node names): ``[{"node", "op_type", "before", "after"}]`` in the original's order;
@@ -24,13 +25,14 @@ from onnxprune.analysis import analyze
 from onnxprune.analysis.keep import KeepView
 from onnxprune.analysis.registry import lookup
 from onnxprune.graph import load_model
+from onnxprune.planning.cost import run_dims
 
 
 def node_macs(model: str | os.PathLike[str] | ir.Model) -> list[dict]:
     """``[{"node", "op_type", "macs"}]`` for nodes that do multiply-accumulates (rule 1)."""
     loaded = model if isinstance(model, ir.Model) else load_model(model).model
     analysis = analyze(loaded)
-    view = KeepView(analysis, np.zeros(analysis.num_units, dtype=bool))
+    view = KeepView(analysis, np.zeros(analysis.num_units, dtype=bool), run_dims(analysis))
     rows = []
     for position, node in enumerate(analysis.model.graph):
         rule = lookup(node.domain, node.op_type, analysis.ctx.opset)

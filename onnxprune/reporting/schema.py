@@ -28,7 +28,7 @@ __all__ = [
 
 import json
 import sys
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -166,6 +166,9 @@ class LatencySection(_Open):
     cache: str = Field(description="latency table file")
     cache_hit: bool
     table: dict[str, Any] = Field(description="whole_ms, fixed_ms, modelled_ms, scale, layers")
+class InputShapeRow(_Open):
+    shape: list[int | None] = Field(description="dims; null: a dynamic batch axis")
+    source: Literal["given", "data", "metadata", "probed", "default", "static"]
 
 
 class CompressReport(_Open):
@@ -218,6 +221,9 @@ class CompressReport(_Open):
     latency: LatencySection | None = Field(
         None, description="--metric latency: predicted and measured latency, the table and "
                           "its cache file (onnxprune.benchmark.latency_check)")
+    input_shapes: dict[str, InputShapeRow] | None = Field(
+        None, description="the run-time input shapes every run used (checks, calibration, "
+                          "MACs per sample) and why (onnxprune.graph.input_shapes)")
 
 
 def _validate(model: type[BaseModel], document: dict, what: str) -> BaseModel:

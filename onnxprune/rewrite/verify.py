@@ -3,9 +3,11 @@
 Rules:
 
 1. ``onnx.checker`` accepts it.
-2. ONNX Runtime runs it and the original on the same random inputs (symbolic
-   dimensions set to 2, so dynamic axes stay exercised); output names, dtypes and
-   shapes are equal.
+2. ONNX Runtime runs it and the original on the same random inputs: ``input_shapes``
+   when given, else the run's resolved input shapes
+   (:mod:`onnxprune.graph.input_shapes`) with a dynamic batch of 2, else symbolic
+   dimensions set to 2 (so dynamic axes stay exercised); output names, dtypes and
+   shapes are equal. The shapes used are recorded in ``Verification.input_shapes``.
 3. With masks given, its outputs equal the masked original's within ``rtol``
    (relative to the largest magnitude of each output) - the equivalence oracle.
 

@@ -131,9 +131,16 @@ class _Child:
             pass
 
 
+_TRAINING_HINT = ("the model or an op in it is not supported by ONNX Runtime training on "
+                  "this machine. Freeze the layers around the failing op (frozen=...) or run "
+                  "without fine-tuning")
+
+
 def run_isolated(func: Callable, *args: Any, what: str = "fine-tuning",
-                 on_report: Callable[[str, Any], None] | None = None) -> Any:
-    """``func(*args, report=...)`` in a child process (rules 1-4)."""
+                 on_report: Callable[[str, Any], None] | None = None,
+                 hint: str = _TRAINING_HINT) -> Any:
+    """``func(*args, report=...)`` in a child process (rules 1-4); ``hint`` says what
+    to try after a crash."""
     child = _Child(func, args)
     outcome: tuple | None = None
     try:
@@ -159,10 +166,7 @@ def run_isolated(func: Callable, *args: Any, what: str = "fine-tuning",
     if outcome is None:
         code = child.exitcode()
         cause = _signal_name(code) if code is not None and code < 0 else f"exit code {code}"
-        raise UnsupportedModelError(
-            f"ONNX Runtime crashed during {what} ({cause}); the model or an op in it is not "
-            "supported by ONNX Runtime training on this machine. Freeze the layers around "
-            "the failing op (frozen=...) or run without fine-tuning")
+        raise UnsupportedModelError(f"ONNX Runtime crashed during {what} ({cause}); {hint}")
     kind, payload, detail = outcome
     if kind == "result":
         return payload

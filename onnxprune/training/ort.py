@@ -217,8 +217,9 @@ def training_session_options(threads: int | None, optimize: str = "all") -> Any:
     """Session options for the training/eval/optimizer sessions."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    from onnxprune.graph.runtime import session_options
+
+    options = session_options(ort)  # project log settings
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
