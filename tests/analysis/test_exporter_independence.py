@@ -15,9 +15,10 @@ import json
 import pytest
 
 from onnxprune.analysis import analyze
-from onnxprune.graph import load_model
+from onnxprune.graph import input_shapes, load_model
 from onnxprune.importance import score_units
 from onnxprune.planning.capacity import capacity
+from onnxprune.run_shapes import resolve_run_shapes
 from tests.conftest import MODELS
 
 
@@ -41,9 +42,10 @@ _CACHE: dict[str, object] = {}
 
 
 def _capacity(path: str):
-    if path not in _CACHE:
-        analysis = analyze(load_model(path).model)
-        _CACHE[path] = capacity(analysis, scores=score_units(analysis, "l1"))
+    if path not in _CACHE:  # costs at the run-time input shapes compress would choose
+        with input_shapes.using(resolve_run_shapes(path)):
+            analysis = analyze(load_model(path).model)
+            _CACHE[path] = capacity(analysis, scores=score_units(analysis, "l1"))
     return _CACHE[path]
 
 
