@@ -42,16 +42,18 @@ def accuracy(path: pathlib.Path) -> float:
     return float((probabilities.argmax(axis=1) == test["labels"]).mean())
 
 
-def run(target: float, loss: str, folder: pathlib.Path, seed: int) -> dict:
+def run(target: float, loss: str, folder: pathlib.Path, seed: int,
+        epochs: float | None = None) -> dict:
     out = folder / f"{loss}_{target}.onnx"
     started = time.perf_counter()
     try:
         result = compress(str(MODEL), target, output=out, steps=4, loss=loss, seed=seed,
-                          data=str(TRAIN), report=False)
+                          data=str(TRAIN), report=False, finetune_epochs=epochs)
     except OnnxPruneError as exc:
         return {"target": target, "loss": loss, "error": str(exc)}
     last = result.steps[-1]
-    return {"target": target, "loss": loss, "achieved": result.achieved,
+    return {"target": target, "loss": loss, "epochs": epochs or "default (3)",
+            "achieved": result.achieved,
             "accuracy": accuracy(out), "trainable": last.get("trainable"),
             "reads": last.get("loss_reads"), "seconds": round(time.perf_counter() - started, 1),
             "steps": result.steps}
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", default="0.7,0.6")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=float, default=None,
+                    help="fine-tuning epochs per step (default: the tool's, 3)")
     ap.add_argument("--json", type=pathlib.Path)
     args = ap.parse_args(argv)
     original = accuracy(MODEL)
@@ -69,19 +73,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for target in [float(t) for t in args.targets.split(",")]:
             for loss in ("distill", "ce"):
-                rows.append(run(target, loss, pathlib.Path(folder), args.seed))
+                rows.append(run(target, loss, pathlib.Path(folder), args.seed, args.epochs))
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "steps"}),
                       file=sys.stderr)
     print(f"original test accuracy {100 * original:.2f}%\n")
-    print("| --target | loss | removed | test accuracy | drop (points) | trainable | "
-          "loss reads | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| --target | loss | epochs/step | removed | test accuracy | drop (points) | "
+          "trainable | loss reads | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         if "error" in row:
-            print(f"| {row['target']:g} | {row['loss']} | - | - | - | - | - | "
+            print(f"| {row['target']:g} | {row['loss']} | - | - | - | - | - | - | "
                   f"unreachable on this export: {row['error']} |")
             continue
-        print(f"| {row['target']:g} | {row['loss']} | {100 * row['achieved']:.1f}% | "
+        print(f"| {row['target']:g} | {row['loss']} | {row['epochs']} | "
+              f"{100 * row['achieved']:.1f}% | "
               f"{100 * row['accuracy']:.2f}% | {100 * (original - row['accuracy']):.2f} | "
               f"{row['trainable']} | {row['reads']} | {row['seconds']} |")
     if args.json:
