@@ -12,8 +12,14 @@ docs/finetune.md). :func:`legalize` returns a copy in which:
    opset (and the ``Clip`` rule of :mod:`legal_pointwise` still makes Clip train). The
    exported inference model keeps the original opset (only weights map back). An IR < 4
    model (initializers listed as graph inputs) becomes IR 7 without those inputs.
-1. Every graph input has the static training batch (AveragePool with a symbolic
-   batch crashes ORT training with SIGFPE) and ``value_info`` is dropped.
+1. Every graph input has the static shape of the probe batch: the training batch
+   and every other dim (a symbolic width or sequence length too), and ``value_info``
+   is dropped. ORT 1.19's pool gradients (``MaxPoolGrad``, ``AveragePoolGrad``) take
+   their output shape from the graph's static shapes when the kernel is created, so a
+   symbolic dim becomes 0 there: SIGFPE in AveragePool, or a ``Broadcaster`` error
+   ("Can broadcast 0 by 0 or 1") in the gradient after a MaxPool. The rewritten graph
+   is specialized to the probed shapes anyway (rule 3, unrolled recurrences), and
+   training batches all have one shape (they are concatenated).
 2. Each node whose op has a rule in :data:`RULES` (:mod:`legal_pointwise`,
    :mod:`legal_spatial`) is replaced by the rule's differentiable nodes computing the
    same outputs. Rules keep the original initializers as inputs (names unchanged), so
@@ -255,6 +261,7 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
     del graph.node[:]
     graph.node.extend(nodes)
     set_static_batch(graph, batch, set(inits))
+    _static_inputs(graph, feeds)
     del graph.value_info[:]
     _remove_dead(graph)
     frozen_params = _frozen_params(graph, frozen_outputs, set(inits))
@@ -262,6 +269,18 @@ def legalize(model: onnx.ModelProto, batch: int, feeds: dict[str, np.ndarray],
         logger.warning("%s is frozen for fine-tuning (%s); the weights it depends on are not "
                        "trained", label, reason)
     return Legalized(proto, rewritten, frozen, frozen_params)
+
+
+def _static_inputs(graph: onnx.GraphProto, feeds: dict[str, np.ndarray]) -> None:
+    """Rule 1: every dim of a fed graph input becomes the probe batch's (static) dim."""
+    for value in graph.input:
+        feed = feeds.get(value.name)
+        dims = value.type.tensor_type.shape.dim
+        if feed is None or len(dims) != feed.ndim:
+            continue
+        for dim, size in zip(dims, feed.shape):
+            dim.Clear()
+            dim.dim_value = int(size)
 
 
 def _training_opset(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
