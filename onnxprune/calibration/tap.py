@@ -71,10 +71,13 @@ def first_batch(model: onnx.ModelProto, names: list[str], data: DataSource, batc
                 more: tuple[tuple[onnx.ModelProto, list[str]], ...] = ()) -> int:
     """Build a :class:`Tap` over ``model`` (tapping ``names``) and one per ``(model, names)``
     of ``more``, run each on the first batch of ``data`` (``extra_feeds`` added to the
-    feeds), and return how many runs were made (0 without data)."""
-    taps = [Tap(m, n) for m, n in ((model, names), *more)]
-    for _, feeds in data.labeled_batches(batch_size):
-        for tap in taps:
-            tap.run({**feeds, **(extra_feeds or {})})
-        return len(taps)
-    return 0
+    feeds), and return how many runs were made (0 without data). One session lives at a
+    time, so many sessions over a large model do not multiply its memory."""
+    feeds = next((f for _, f in data.labeled_batches(batch_size)), None)
+    if feeds is None:
+        return 0
+    runs = 0
+    for tapped_model, tapped in ((model, names), *more):
+        Tap(tapped_model, tapped).run({**feeds, **(extra_feeds or {})})
+        runs += 1
+    return runs
