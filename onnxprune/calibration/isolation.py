@@ -15,11 +15,19 @@ Rules:
    Runtime (measured: the calibration tests on the small fixtures took 7m50s isolated
    against 33s in process, 2 shared cores), which dominates on tiny models and is
    noise on real ones, where the crashes were seen.
+3. ``preflight(func, *args, what=...)`` is for steps whose state (onnx-ir analysis,
+   models edited wave by wave) cannot be sent to a child (least-squares recovery,
+   sensitivity): when rule 2 isolates, ``func`` (typically
+   :func:`onnxprune.calibration.tap.first_batch`) builds the step's sessions in a
+   child and runs them on ONE batch; a crash there is rule 1's error, and the step
+   then runs in process. Native ONNX Runtime crashes are deterministic per graph and
+   input shape (the class seen in the field), so this covers them; a crash that only a
+   later batch (other values) triggers is not covered. Isolation off: nothing runs.
 """
 
 from __future__ import annotations
 
-__all__ = ["guarded", "isolation_enabled"]
+__all__ = ["guarded", "isolation_enabled", "preflight"]
 
 import logging
 import os
@@ -69,3 +77,12 @@ def guarded(func: Callable, *args: Any, what: str) -> Any:
     from onnxprune.training.isolate import run_isolated
 
     return run_isolated(call, func, args, what=what, hint=_hint())
+
+
+def preflight(func: Callable, *args: Any, what: str) -> bool:
+    """Rule 3; True when the pre-flight ran (and passed)."""
+    if not isolation_enabled(args):
+        return False
+    logger.info("%s: pre-flight of the ONNX Runtime sessions in a child process", what)
+    guarded(func, *args, what=what)
+    return True

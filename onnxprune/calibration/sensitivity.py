@@ -15,6 +15,11 @@ Rules:
    spread over the batch): ``kl`` (classifier heads), ``cosine`` and ``rel_mse`` (worst
    output or part), and ``accuracy`` with labels. ``damage`` is ``kl`` when a head is a
    classifier (or a sigmoid gate), else ``cosine``.
+4. The masked model runs in process; when calibration isolation is on
+   (:mod:`onnxprune.calibration.isolation`, rule 3) its session first runs ONE batch
+   (all-ones masks) in a child, so a native ONNX Runtime crash is a clean error naming
+   sensitivity. A crash that only a later batch or a particular mask triggers is not
+   covered.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from onnxprune import __version__
 from onnxprune.analysis.groups import Analysis
 from onnxprune.calibration.fidelity import compare, fidelity_heads
 from onnxprune.calibration.graph_edit import multiply_tensors
-from onnxprune.calibration.tap import quiet_session
+from onnxprune.calibration.isolation import preflight
+from onnxprune.calibration.tap import first_batch, quiet_session
 from onnxprune.data import DataSource
 from onnxprune.errors import UsageError
 from onnxprune.graph import input_shapes
@@ -145,9 +151,11 @@ def measure_sensitivity(original: onnx.ModelProto, analysis: Analysis, scores: n
         prunable[opts.group.units[~opts.group.blocked]] = True
     heads = fidelity_heads(original)
     proto, entries = _mask_model(with_logit_outputs(original, heads), analysis, prunable)
+    ones = {name: np.ones(shape, dtype) for name, _, shape, dtype in entries}
+    preflight(first_batch, proto, [], data, data.fixed_batch or batch_size, ones,
+              what="sensitivity (calibration pre-flight)")  # rule 4
     session = quiet_session(proto)
     names = [o.name for o in session.get_outputs()]
-    ones = {name: np.ones(shape, dtype) for name, _, shape, dtype in entries}
     totals = [dict.fromkeys(("cosine", "rel_mse", "kl", "correct"), 0.0) for _ in configs]
     base_correct, samples, classifier, with_labels = 0.0, 0, False, False
     for labels, feeds in data.labeled_batches(data.fixed_batch or batch_size):

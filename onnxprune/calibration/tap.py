@@ -2,12 +2,14 @@
 
 Rule: the tapped tensors are added as extra graph outputs of a *copy* of the model
 (the caller's model is never changed); batches are streamed, so only one batch of
-outputs is in memory at a time.
+outputs is in memory at a time. ``first_batch`` is the pre-flight of
+:func:`onnxprune.calibration.isolation.preflight`: the same sessions run on the first
+batch only, in a child process.
 """
 
 from __future__ import annotations
 
-__all__ = ["Tap", "quiet_session", "tapped_session"]
+__all__ = ["Tap", "first_batch", "quiet_session", "tapped_session"]
 
 import logging
 from collections.abc import Iterator
@@ -62,3 +64,20 @@ class Tap:
         """``(labels, feeds, tensors)`` per batch."""
         for labels, feeds in data.labeled_batches(batch_size):
             yield labels, feeds, self.run(feeds)
+
+
+def first_batch(model: onnx.ModelProto, names: list[str], data: DataSource, batch_size: int,
+                extra_feeds: dict[str, np.ndarray] | None = None,
+                more: tuple[tuple[onnx.ModelProto, list[str]], ...] = ()) -> int:
+    """Build a :class:`Tap` over ``model`` (tapping ``names``) and one per ``(model, names)``
+    of ``more``, run each on the first batch of ``data`` (``extra_feeds`` added to the
+    feeds), and return how many runs were made (0 without data). One session lives at a
+    time, so many sessions over a large model do not multiply its memory."""
+    feeds = next((f for _, f in data.labeled_batches(batch_size)), None)
+    if feeds is None:
+        return 0
+    runs = 0
+    for tapped_model, tapped in ((model, names), *more):
+        Tap(tapped_model, tapped).run({**feeds, **(extra_feeds or {})})
+        runs += 1
+    return runs

@@ -19,6 +19,11 @@ pulled toward the pruned weights, not toward zero. Closed form on accumulated
    upstream of it, so it sees (and corrects) their remaining error.
 4. When the removed channels are exactly zero on the data, ``T = W0 z + b0`` and the
    solution is ``W0, b0``: recovery leaves the model as pruned (up to rounding).
+5. The ONNX Runtime sessions run in process; when calibration isolation is on
+   (:mod:`onnxprune.calibration.isolation`, rule 3) the reference session and every
+   wave's session (same tapped tensors, weights before refitting) first run ONE batch
+   in a child, so a native crash is a clean error naming least-squares recovery. A
+   crash that only a later batch triggers is not covered.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxprune.calibration.tap import Tap
+from onnxprune.calibration.isolation import preflight
+from onnxprune.calibration.tap import Tap, first_batch
 from onnxprune.data import DataSource
 from onnxprune.graph import runtime
 from onnxprune.recovery.consumers import Consumer
@@ -213,8 +219,14 @@ def refit(analysis, removed_units: np.ndarray, consumers: list[Consumer],
     ctx = RewriteContext(analysis, removed_units)
     fitted = 0
     targets_of = {id(c): fit_target(c).name for c in consumers}
-    reference = Tap(original, list(dict.fromkeys(targets_of.values())))
-    for wave in waves(analysis.model, consumers):
+    tapped = list(dict.fromkeys(targets_of.values()))
+    grouped = waves(analysis.model, consumers)
+    pruned_proto = runtime.to_runtime_proto(analysis.model)
+    preflight(first_batch, original, tapped, data, batch_size, None,
+              tuple((pruned_proto, [c.data.name for c in wave]) for wave in grouped),
+              what="least-squares recovery (calibration pre-flight)")
+    reference = Tap(original, tapped)
+    for wave in grouped:
         fits = []
         for consumer in wave:
             w0 = current_weight(consumer)
