@@ -24,7 +24,7 @@ import numpy as np
 
 from onnxprune.analysis.groups import Analysis
 from onnxprune.planning.cost import CostModel
-from onnxprune.planning.planner import PlanOptions, group_options
+from onnxprune.planning.planner import PlanOptions, reachable_maximum
 
 METRICS = ("params", "flops")
 
@@ -48,11 +48,9 @@ def capacity(analysis: Analysis, options: PlanOptions | None = None,
     if scores is None:
         scores = np.ones(analysis.num_units)
     every = np.zeros(analysis.num_units, dtype=bool)
-    at_max = np.zeros(analysis.num_units, dtype=bool)
     for group in analysis.prunable_groups:
         every[group.units[~group.blocked]] = True
-    for opts in group_options(analysis, scores, options):
-        at_max[opts.group.units[opts.removed(opts.counts[-1])]] = True
     return Capacity(
         {m: round(cost.reduction(every, m), 6) for m in METRICS},
-        {m: round(cost.reduction(at_max, m), 6) for m in METRICS})
+        {m: round(reachable_maximum(analysis, dataclasses.replace(options, metric=m), scores), 6)
+         for m in METRICS})

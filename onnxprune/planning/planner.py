@@ -317,9 +317,13 @@ def group_options(analysis: Analysis, scores: np.ndarray, options: PlanOptions,
     return [opts for opts, _ in _Searcher(analysis, scores, options).groups]
 
 
-def reachable_maximum(analysis: Analysis, options: PlanOptions) -> float:
-    """The most of ``options.metric`` that rule 3 lets go (scores do not matter)."""
-    search = _Searcher(analysis, np.zeros(analysis.num_units), options)
+def reachable_maximum(analysis: Analysis, options: PlanOptions,
+                      scores: np.ndarray | None = None) -> float:
+    """The most of ``options.metric`` that rule 3 lets go. Scores only pick which unit of
+    each Split/Slice part is protected; without them every unit scores alike."""
+    if scores is None:
+        scores = np.zeros(analysis.num_units)
+    search = _Searcher(analysis, scores, options)
     return search.achieved([opts.counts[-1] for opts, _ in search.groups])
 
 
