@@ -131,12 +131,15 @@ class Calibration:
             return make_plan(analysis, scores, self.plan_options())
         from onnxprune.calibration.sensitivity import measure_sensitivity
         from onnxprune.graph.runtime import to_runtime_proto
+        from onnxprune.parallel import open_executor
         from onnxprune.planning.allocation import make_sensitivity_plan
 
-        measured = measure_sensitivity(
-            to_runtime_proto(original), analysis, scores, self.source(analysis.model),
-            list(options.sensitivity_ratios), batch_size=options.batch_size,
-            plan_options=self.plan_options(), criterion=self.criterion)
+        with open_executor(options.workers, options.ray_address) as executor:
+            measured = measure_sensitivity(
+                to_runtime_proto(original), analysis, scores, self.source(analysis.model),
+                list(options.sensitivity_ratios), batch_size=options.batch_size,
+                plan_options=self.plan_options(), criterion=self.criterion,
+                seed=options.seed, executor=executor)
         self.sensitivity = measured.to_dict()
         return make_sensitivity_plan(analysis, scores, self.plan_options(), measured)
 

@@ -110,6 +110,10 @@ class CompressOptions(pydantic.BaseModel):
             values = {**values, "mode": "n:m", "nm": mode.strip()}
         return values
     # -- end of run-time input shapes
+    # -- executor of --allocation sensitivity cells (onnxprune.parallel): a local Ray
+    #    with this many workers, or an existing cluster; neither: in process
+    workers: int | None = pydantic.Field(None, ge=1)
+    ray_address: str | None = None
 
     @pydantic.model_validator(mode="after")
     def _check_mode(self) -> CompressOptions:

@@ -2,8 +2,10 @@
 
 Loads and analyzes the model, scores units with ``criterion`` (data-driven criteria
 use the same data), measures every prunable group at ``ratios``
-(:func:`onnxprune.calibration.sensitivity.measure_sensitivity`), and optionally
-writes the JSON and a plot.
+(:func:`onnxprune.calibration.sensitivity.measure_sensitivity`; suffix caching unless
+``suffix=False``, a first pass on ``samples`` samples, the cells on the executor of
+``workers``/``ray_address``, see :mod:`onnxprune.parallel`), and optionally writes the
+JSON and a plot.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ __all__ = ["plot_sensitivity", "sensitivity_file"]
 import json
 import os
 import pathlib
+from collections.abc import Callable
 
 import onnx_ir as ir
 
@@ -23,6 +26,7 @@ from onnxprune.errors import OutputError, RuntimeMissingError, UnsupportedModelE
 from onnxprune.graph import load_model
 from onnxprune.graph.runtime import to_runtime_proto
 from onnxprune.options import build_options
+from onnxprune.parallel import open_executor
 from onnxprune.run_shapes import in_run_shapes
 
 
@@ -40,9 +44,12 @@ def _run_shape_options(model, *, data: str | None = None, **options) -> tuple:
 @in_run_shapes(_run_shape_options)
 def sensitivity_file(model: str | os.PathLike[str], *, data: str | None = None,
                      ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7), criterion: str = "l1",
+                     samples: int | None = None, suffix: bool = True,
+                     progress: Callable[[int, int], None] | None = None,
                      **options) -> Sensitivity:
     """Measure ``model`` (see module docstring); ``options`` are compress option keys
-    (``batch_size``, ``max_samples``, image options, ``min_keep``, ``round_to``, ``ignore``)."""
+    (``batch_size``, ``max_samples``, image options, ``min_keep``, ``round_to``, ``ignore``,
+    ``seed``, ``workers``, ``ray_address``)."""
     opts = build_options({"target": 0.5, "data": data, "criterion": criterion,
                           "sensitivity_ratios": tuple(ratios), **options})
     loaded = load_model(model)
@@ -53,10 +60,12 @@ def sensitivity_file(model: str | os.PathLike[str], *, data: str | None = None,
         raise UnsupportedModelError(f"{model}: no prunable channel group")
     calib = open_calibration(opts, loaded.model)
     scores = calib.scores(analysis)
-    return measure_sensitivity(original, analysis, scores, calib.source(loaded.model),
-                               list(opts.sensitivity_ratios), batch_size=opts.batch_size,
-                               plan_options=opts.plan_options(), criterion=calib.criterion,
-                               model_name=str(model))
+    with open_executor(opts.workers, opts.ray_address) as executor:
+        return measure_sensitivity(original, analysis, scores, calib.source(loaded.model),
+                                   list(opts.sensitivity_ratios), batch_size=opts.batch_size,
+                                   plan_options=opts.plan_options(), criterion=calib.criterion,
+                                   model_name=str(model), suffix=suffix, samples=samples,
+                                   seed=opts.seed, executor=executor, progress=progress)
 
 
 def write_json(result: Sensitivity, path: str | os.PathLike[str]) -> None:

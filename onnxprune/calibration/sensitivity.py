@@ -20,6 +20,23 @@ Rules:
    (all-ones masks) in a child, so a native ONNX Runtime crash is a clean error naming
    sensitivity. A crash that only a later batch or a particular mask triggers is not
    covered.
+5. Suffix caching (``suffix=True``, the default): a group's configurations can only
+   change what its masks feed, so each group is evaluated on its *suffix*
+   (:mod:`onnxprune.calibration.suffix`): the baseline runs once per batch with every
+   suffix's frontier tensors as extra outputs, cached per chunk of bounded size
+   (:mod:`onnxprune.calibration.sensitivity_run`), and each (group, ratio) runs only
+   the nodes downstream of the group's masks. ``suffix=False`` runs the whole masked
+   model for every configuration (the evaluation before suffix caching); both give the
+   same damage within float tolerance.
+6. Every (group, ratio) with something removed is one cell, a task of ``executor``
+   (:mod:`onnxprune.parallel`; in process by default): the masked model and the chunk
+   of cached tensors go to the executor once per chunk as ``shared``, each task
+   carries only the group's masks. Cells are summed in a fixed order, so a Ray run
+   equals the in-process run.
+7. ``samples=N`` (below the data's size): a first pass on a seeded subsample of ``N``
+   samples (``seed``), then the groups near the decision boundary
+   (:mod:`onnxprune.calibration.sensitivity_samples`) are measured again on every
+   sample. ``subsample`` in the result lists them; each group records ``samples``.
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ __all__ = ["GroupSensitivity", "Sensitivity", "measure_sensitivity"]
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -35,15 +53,20 @@ from onnx import TensorProto, helper
 
 from onnxprune import __version__
 from onnxprune.analysis.groups import Analysis
-from onnxprune.calibration.fidelity import compare, fidelity_heads
+from onnxprune.calibration.fidelity import fidelity_heads
 from onnxprune.calibration.graph_edit import multiply_tensors
 from onnxprune.calibration.isolation import preflight
-from onnxprune.calibration.tap import first_batch, quiet_session
+from onnxprune.calibration.sensitivity_cells import Cell, CellResult
+from onnxprune.calibration.sensitivity_run import CACHE_BYTES, Baseline, run_cells
+from onnxprune.calibration.sensitivity_samples import boundary_groups, standard_error
+from onnxprune.calibration.suffix import suffix_spec
+from onnxprune.calibration.tap import first_batch
 from onnxprune.data import DataSource
 from onnxprune.errors import UsageError
 from onnxprune.graph import input_shapes
 from onnxprune.graph.outputs import with_logit_outputs
-from onnxprune.planning.planner import PlanOptions, group_options
+from onnxprune.parallel import Executor, InProcessExecutor
+from onnxprune.planning.planner import GroupOptions, PlanOptions, group_options
 
 
 @dataclasses.dataclass
@@ -53,6 +76,7 @@ class GroupSensitivity:
     channels: int
     prunable_channels: int
     points: list[dict]
+    samples: int | None = None  # samples its points were measured on (rule 7)
 
 
 @dataclasses.dataclass
@@ -67,6 +91,10 @@ class Sensitivity:
     version: str = __version__
     # the run-time input shapes of the run (onnxprune.graph.input_shapes)
     input_shapes: dict | None = dataclasses.field(default_factory=lambda: _run_shapes())
+    # how it was evaluated (rules 5-6): suffix, executor, workers, chunks, cells
+    evaluation: dict | None = None
+    # rule 7: {"samples", "seed", "remeasured" (group indices), "remeasured_samples"}
+    subsample: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -114,38 +142,86 @@ def _mask_model(original: onnx.ModelProto, analysis: Analysis, prunable: np.ndar
     return proto, entries
 
 
-def _damage(base: dict[str, np.ndarray], got: dict[str, np.ndarray], heads: list,
-            labels: np.ndarray | None) -> dict[str, float]:
-    """Sums over the batch of each measure (divided by sample count later)."""
-    rows = len(next(iter(base.values())))
-    metrics = compare(got, base, heads, labels)
-    out = {"cosine": metrics.get("cosine", 0.0) * rows,
-           "rel_mse": metrics.get("rel_mse", 0.0) * rows}
-    if "kl" in metrics:
-        out["kl"] = metrics["kl"] * rows
-    if "accuracy" in metrics:
-        out["correct"] = metrics["accuracy"] * rows
-    return out
 
 
-def measure_sensitivity(original: onnx.ModelProto, analysis: Analysis, scores: np.ndarray,
-                        data: DataSource, ratios: list[float], *, batch_size: int = 32,
-                        plan_options: PlanOptions | None = None, criterion: str = "l1",
-                        model_name: str = "") -> Sensitivity:
-    """Apply rules 1-3 to every prunable group of ``analysis``."""
-    ratios = sorted({float(r) for r in ratios})
-    if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
-        raise UsageError(f"--ratios must be fractions in (0, 1), got {ratios}")
-    options = plan_options or PlanOptions(0.5)
-    per_group = group_options(analysis, scores, options)
-    configs = []  # (group position, ratio, removed count, removed unit mask)
+@dataclasses.dataclass
+class _Config:
+    position: int
+    ratio: float
+    count: int
+    removed: np.ndarray  # bool per unit
+
+
+def _configs(analysis: Analysis, per_group: list[GroupOptions], ratios: list[float],
+             ) -> list[_Config]:
+    """Rule 2."""
+    configs = []
     for position, opts in enumerate(per_group):
         for ratio in ratios:
             wanted = math.floor(ratio * opts.group.size + 1e-9)
             count = max([c for c in opts.counts if c <= wanted], default=0)
             removed = np.zeros(analysis.num_units, dtype=bool)
             removed[opts.group.units[opts.removed(count)]] = True
-            configs.append((position, ratio, count, removed))
+            configs.append(_Config(position, ratio, count, removed))
+    return configs
+
+
+def _group_masks(analysis: Analysis, per_group: list[GroupOptions], entries: list,
+                 ) -> list[list[str]]:
+    """Per group position: the mask inputs its removals can change."""
+    masks = []
+    for opts in per_group:
+        units = np.zeros(analysis.num_units, dtype=bool)
+        units[opts.group.units] = True
+        masks.append([name for name, ids, _, _ in entries
+                      if units[analysis.element_unit[ids[ids >= 0]]].any()])
+    return masks
+
+
+def _cell(analysis: Analysis, index: int, config: _Config, names: list[str],
+          entries: dict[str, tuple]) -> Cell:
+    masks = {}
+    for name in names:
+        ids, shape, dtype = entries[name]
+        keep = ~config.removed[analysis.element_unit[np.maximum(ids, 0)]] | (ids < 0)
+        masks[name] = keep.astype(dtype).reshape(shape)
+    return Cell(index, config.position, masks)
+
+
+def _point(config: _Config, total: CellResult, samples: int, baseline: Baseline) -> dict:
+    sums = total.sums
+    point = {"ratio": config.ratio, "removed": int(config.count),
+             "cosine": sums["cosine"] / samples, "rel_mse": sums["rel_mse"] / samples}
+    if baseline.classifier:
+        point["kl"] = sums["kl"] / samples
+    if baseline.with_labels:
+        point["accuracy"] = (sums["correct"] / samples if config.count
+                             else baseline.correct / baseline.samples)
+    point["damage"] = point["kl"] if baseline.classifier else point["cosine"]
+    return point
+
+
+def _check_ratios(ratios: list[float]) -> list[float]:
+    ratios = sorted({float(r) for r in ratios})
+    if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
+        raise UsageError(f"--ratios must be fractions in (0, 1), got {ratios}")
+    return ratios
+
+
+def measure_sensitivity(original: onnx.ModelProto, analysis: Analysis, scores: np.ndarray,
+                        data: DataSource, ratios: list[float], *, batch_size: int = 32,
+                        plan_options: PlanOptions | None = None, criterion: str = "l1",
+                        model_name: str = "", suffix: bool = True, samples: int | None = None,
+                        seed: int = 0, executor: Executor | None = None,
+                        progress: Callable[[int, int], None] | None = None,
+                        cache_bytes: int = CACHE_BYTES) -> Sensitivity:
+    """Apply rules 1-7 to every prunable group of ``analysis``."""
+    ratios = _check_ratios(ratios)
+    if samples is not None and samples < 1:
+        raise UsageError(f"--samples must be >= 1, got {samples}")
+    executor = executor or InProcessExecutor()
+    per_group = group_options(analysis, scores, plan_options or PlanOptions(0.5))
+    configs = _configs(analysis, per_group, ratios)
     prunable = np.zeros(analysis.num_units, dtype=bool)
     for opts in per_group:
         prunable[opts.group.units[~opts.group.blocked]] = True
@@ -154,38 +230,66 @@ def measure_sensitivity(original: onnx.ModelProto, analysis: Analysis, scores: n
     ones = {name: np.ones(shape, dtype) for name, _, shape, dtype in entries}
     preflight(first_batch, proto, [], data, data.fixed_batch or batch_size, ones,
               what="sensitivity (calibration pre-flight)")  # rule 4
-    session = quiet_session(proto)
-    names = [o.name for o in session.get_outputs()]
-    totals = [dict.fromkeys(("cosine", "rel_mse", "kl", "correct"), 0.0) for _ in configs]
-    base_correct, samples, classifier, with_labels = 0.0, 0, False, False
-    for labels, feeds in data.labeled_batches(data.fixed_batch or batch_size):
-        base = dict(zip(names, session.run(names, {**feeds, **ones})))
-        itself = compare(base, base, heads, labels)
-        classifier = "kl" in itself
-        with_labels = "accuracy" in itself
-        base_correct += itself.get("accuracy", 0.0) * len(next(iter(feeds.values())))
-        for total, (_, _, count, removed) in zip(totals, configs):
-            if count == 0:
-                continue
-            masks = {name: (~removed[analysis.element_unit[np.maximum(ids, 0)]] | (ids < 0))
-                     .astype(dtype).reshape(shape) for name, ids, shape, dtype in entries}
-            got = dict(zip(names, session.run(names, {**feeds, **masks})))
-            for key, value in _damage(base, got, heads, labels).items():
-                total[key] += value
-        samples += len(next(iter(feeds.values())))
-    groups = {}
-    for total, (position, ratio, count, _) in zip(totals, configs):
-        opts = per_group[position]
-        group = groups.setdefault(position, GroupSensitivity(
+    group_masks = _group_masks(analysis, per_group, entries)
+    mask_names = [name for name, _, _, _ in entries]
+    specs = {p: suffix_spec(proto.graph, names, mask_names, full=not suffix)
+             for p, names in enumerate(group_masks)}
+    by_name = {name: (ids, shape, dtype) for name, ids, shape, dtype in entries}
+    cells = [_cell(analysis, i, c, group_masks[c.position], by_name)
+             for i, c in enumerate(configs) if c.count > 0]
+
+    finished = [0]  # cells of earlier passes, so the progress of a second pass adds up
+
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress(finished[0] + done, finished[0] + total)
+
+    def run(chosen: list[Cell], source: DataSource):
+        outcome = run_cells(executor, chosen, proto, specs,
+                            {n: (s, d) for n, _, s, d in entries}, heads, source, batch_size,
+                            suffix=suffix, cache_bytes=cache_bytes, progress=report)
+        finished[0] += len(chosen) * outcome[1].chunks
+        return outcome
+
+    first = data.take(samples, seed=seed) if samples and samples < data.num_samples else data
+    totals, baseline = run(cells, first)
+    results = {cell.config: total for cell, total in zip(cells, totals)}
+    used = {p: baseline.samples for p in range(len(per_group))}
+    subsample = None
+    if first is not data:
+        again = _boundary(cells, results, configs, baseline.samples)
+        chosen = [c for c in cells if c.position in again]
+        totals, full = run(chosen, data)
+        results.update({cell.config: total for cell, total in zip(chosen, totals)})
+        used.update({p: full.samples for p in again})
+        subsample = {"samples": baseline.samples, "seed": seed,
+                     "remeasured": [per_group[p].group.index for p in again],
+                     "remeasured_samples": full.samples}
+        baseline = full
+    empty = CellResult(dict.fromkeys(("cosine", "rel_mse", "kl", "correct"), 0.0), [])
+    groups: dict[int, GroupSensitivity] = {}
+    for index, config in enumerate(configs):
+        opts = per_group[config.position]
+        group = groups.setdefault(config.position, GroupSensitivity(
             opts.group.index, opts.group.name, opts.group.size,
-            int((~opts.group.blocked).sum()), []))
-        point = {"ratio": ratio, "removed": int(count),
-                 "cosine": total["cosine"] / samples, "rel_mse": total["rel_mse"] / samples}
-        if classifier:
-            point["kl"] = total["kl"] / samples
-        if with_labels:
-            point["accuracy"] = (total["correct"] / samples) if count else base_correct / samples
-        point["damage"] = point["kl"] if classifier else point["cosine"]
-        group.points.append(point)
-    return Sensitivity(model_name, criterion, ratios, "kl" if classifier else "cosine", samples,
-                       base_correct / samples if with_labels else None, list(groups.values()))
+            int((~opts.group.blocked).sum()), [], used[config.position]))
+        group.points.append(_point(config, results.get(index, empty),
+                                   used[config.position], baseline))
+    evaluation = {"suffix": suffix, "executor": executor.name, "workers": executor.workers,
+                  "cells": len(cells), "chunks": baseline.chunks}
+    return Sensitivity(model_name, criterion, ratios,
+                       "kl" if baseline.classifier else "cosine", baseline.samples,
+                       baseline.correct / baseline.samples if baseline.with_labels else None,
+                       list(groups.values()), evaluation=evaluation, subsample=subsample)
+
+
+def _boundary(cells: list[Cell], results: dict[int, CellResult], configs: list[_Config],
+              samples: int) -> list[int]:
+    """Rule 7: positions of the groups near the decision boundary."""
+    points: dict[int, dict[float, tuple[float, float]]] = {}
+    for cell in cells:
+        total, config = results[cell.config], configs[cell.config]
+        damage = sum(s for _, s in total.batches) / max(samples, 1)
+        points.setdefault(cell.position, {})[config.ratio] = (
+            damage, standard_error(total.batches))
+    return boundary_groups(points)

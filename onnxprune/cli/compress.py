@@ -17,6 +17,7 @@ from onnxprune.cli.data_options import (
     input_shape_option,
     parse_floats,
 )
+from onnxprune.cli.executor_options import EXECUTOR_OPTION_NAMES, executor_options
 from onnxprune.cli.progress import step_progress
 from onnxprune.errors import UsageError
 
@@ -172,6 +173,7 @@ class _RoundTo(click.ParamType):
                    "$ONNXPRUNE_LATENCY_CACHE or ~/.cache/onnxprune/latency].")
 # -- end of latency options
 @input_shape_option
+@executor_options
 @click.pass_context
 @guard
 def command(ctx: click.Context, model: str | None, config: str | None, output: str | None,
@@ -190,6 +192,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
               "resume", "accept_drop", "allow_frozen", "distill_features"]
     names += ["provider", "threads", "latency_runs", "latency_cache"]
     names += ["input_shape"]
+    names += EXECUTOR_OPTION_NAMES
     options = build_options(merge_options(recipe, _explicit(ctx, names)))
     model = model or recipe.get("model")
     if not model:

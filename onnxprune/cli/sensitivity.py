@@ -9,8 +9,10 @@ from typing import Any
 import click
 from rich.table import Table
 
-from onnxprune.cli.common import emit_json, guard, quiet_status, stdout
+from onnxprune.cli.common import emit_json, guard, stdout
 from onnxprune.cli.data_options import data_options, input_shape_option, parse_floats
+from onnxprune.cli.executor_options import executor_options
+from onnxprune.cli.task_progress import task_progress
 
 
 @click.command("sensitivity")
@@ -25,7 +27,13 @@ from onnxprune.cli.data_options import data_options, input_shape_option, parse_f
 @click.option("--round-to", type=int, default=None,
               help="Kept counts a multiple of N units (default: multiples of 8 channels).")
 @click.option("--ignore", multiple=True, help="Glob of node/initializer names to keep whole.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the --samples subsample (and of --criterion random).")
+@click.option("--samples", type=click.IntRange(min=1), default=None,
+              help="First pass on a seeded subsample of N samples; groups near the "
+                   "decision boundary are measured again on all of them [default: all "
+                   "samples, no subsampling].")
+@executor_options
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Write the JSON here.")
 @click.option("--plot", type=click.Path(path_type=str), help="Write a PNG plot here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -37,8 +45,8 @@ def command(model: str, ratios: tuple[float, ...], output: str | None, plot: str
     (synthetic inputs without it): KL/cosine to the original outputs, accuracy with labels."""
     from onnxprune.sensitivity import plot_sensitivity, sensitivity_file, write_json
 
-    with quiet_status("measuring...", not as_json):
-        result = sensitivity_file(model, ratios=ratios, **options)
+    with task_progress("sensitivity cells", not as_json) as progress:
+        result = sensitivity_file(model, ratios=ratios, progress=progress, **options)
     if output:
         write_json(result, output)
     if plot:
