@@ -102,8 +102,8 @@ def _session(shared: Shared, position: int):
         _sessions.move_to_end(key)
         return _sessions[key]
     spec = shared.specs[position]
-    dtypes = {name: shared.batches[0]["cached"][name].dtype for name in spec.cached}
-    proto = suffix_model(_model(shared), spec, dtypes)
+    examples = {name: shared.batches[0]["cached"][name] for name in spec.cached}
+    proto = suffix_model(_model(shared), spec, examples)
     ort = runtime.import_ort()
     options = runtime.session_options(ort)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

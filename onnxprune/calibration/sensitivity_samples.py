@@ -3,7 +3,8 @@
 Rule (the decision boundary): the allocation (:mod:`onnxprune.planning.allocation`)
 prunes the groups that lose least per channel first, so what a measurement must get
 right is each group's side of the ranking at every ratio. For every measured ratio let
-``t`` be the median damage over the groups measured at it. A group is re-measured on
+``t`` be the damage of the median group measured at it (the lower middle one for an
+even count, so the boundary group itself is always re-measured). A group is re-measured on
 the full set when, at some ratio, its first-pass damage ``d`` is not clearly on one
 side of ``t``:
 
@@ -50,7 +51,8 @@ def boundary_groups(points: dict[int, dict[float, tuple[float, float]]]) -> list
         measured = {p: v[ratio] for p, v in points.items() if ratio in v}
         if len(measured) < 2:
             continue
-        threshold = float(np.median([d for d, _ in measured.values()]))
+        ordered = sorted(d for d, _ in measured.values())
+        threshold = float(ordered[(len(ordered) - 1) // 2])
         for position, (damage, error) in measured.items():
             gap = abs(damage - threshold)
             if gap <= Z * error or gap <= MARGIN * abs(threshold):

@@ -14,7 +14,7 @@ Rules:
 3. The suffix model's outputs are the graph outputs its nodes produce; every other
    graph output equals the baseline's. Its initializers are those its nodes read.
    Inputs keep the graph input's declared type; a cached intermediate is declared with
-   the element type of its cached array (shape left to the runtime).
+   the element type and rank of its cached array (dims left to the runtime).
 4. ``full=True`` keeps every node (the frontier is the graph inputs and masks): the
    full evaluation, same code path, for the equality test and the benchmark.
 """
@@ -68,8 +68,8 @@ def suffix_spec(graph: onnx.GraphProto, changed: Iterable[str], masks: Iterable[
 
 
 def suffix_model(proto: onnx.ModelProto, spec: SuffixSpec,
-                 dtypes: dict[str, np.dtype]) -> onnx.ModelProto:
-    """The model of rule 3 (``dtypes``: element types of the cached frontier arrays)."""
+                 examples: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """The model of rule 3 (``examples``: one cached array per frontier intermediate)."""
     graph = proto.graph
     nodes = [graph.node[i] for i in spec.nodes]
     reads = {name for node in nodes for name in node_reads(node)}
@@ -79,8 +79,9 @@ def suffix_model(proto: onnx.ModelProto, spec: SuffixSpec,
         if name in declared:
             inputs.append(declared[name])
         else:
-            elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtypes[name]))
-            inputs.append(helper.make_tensor_value_info(name, elem, None))
+            example = np.asarray(examples[name])
+            elem = helper.np_dtype_to_tensor_dtype(example.dtype)
+            inputs.append(helper.make_tensor_value_info(name, elem, [None] * example.ndim))
     outputs = [o for o in graph.output if o.name in spec.outputs]
     sub = helper.make_graph(nodes, f"{graph.name}_suffix", inputs, outputs,
                             [t for t in graph.initializer if t.name in reads])

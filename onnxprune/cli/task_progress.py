@@ -26,11 +26,10 @@ from onnxprune.cli.common import stderr
 
 
 @contextlib.contextmanager
-def task_progress(description: str, enabled: bool, *, force: bool = False,
+def task_progress(description: str, enabled: bool,
                   ) -> Iterator[Callable[[int, int], None] | None]:
-    """A ``progress(done, total)`` callback drawing the bar, or None when not drawn
-    (``force`` draws on a non-terminal stderr too, for tests)."""
-    if not enabled or not (force or stderr.is_terminal):
+    """A ``progress(done, total)`` callback drawing the bar, or None when not drawn."""
+    if not enabled or not stderr.is_terminal:
         yield None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
