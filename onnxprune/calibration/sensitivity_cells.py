@@ -17,14 +17,16 @@ Rules:
 3. Sessions of suffix models are built once per (model digest, group) per process and
    kept in a small LRU cache (``SESSIONS`` entries). Cells arrive group by group, so in
    process each group's session is built once per chunk and reused over its ratios and
-   batches; a Ray worker builds the sessions of the groups it is given.
+   batches; a Ray worker builds the sessions of the groups it is given. The driver
+   calls :func:`release` when a measurement ends, so no session outlives it in process.
 4. Damage sums follow :mod:`onnxprune.calibration.sensitivity` rule 3: the batch means
    of :func:`onnxprune.calibration.fidelity.compare` times the batch's rows.
 """
 
 from __future__ import annotations
 
-__all__ = ["SESSIONS", "Cell", "CellResult", "Shared", "batch_damage", "evaluate_cell"]
+__all__ = ["SESSIONS", "Cell", "CellResult", "Shared", "batch_damage", "evaluate_cell",
+           "release"]
 
 import collections
 import dataclasses
@@ -86,6 +88,12 @@ def batch_damage(base: dict[str, np.ndarray], got: dict[str, np.ndarray], heads:
 
 _sessions: collections.OrderedDict = collections.OrderedDict()
 _parsed: dict[str, onnx.ModelProto] = {}
+
+
+def release() -> None:
+    """Drop this process's cached sessions and parsed model (rule 3)."""
+    _sessions.clear()
+    _parsed.clear()
 
 
 def _model(shared: Shared) -> onnx.ModelProto:

@@ -30,7 +30,13 @@ import numpy as np
 import onnx
 
 from onnxprune.calibration.fidelity import compare
-from onnxprune.calibration.sensitivity_cells import Cell, CellResult, Shared, evaluate_cell
+from onnxprune.calibration.sensitivity_cells import (
+    Cell,
+    CellResult,
+    Shared,
+    evaluate_cell,
+    release,
+)
 from onnxprune.calibration.suffix import SuffixSpec
 from onnxprune.calibration.tap import tapped_session
 from onnxprune.data import DataSource
@@ -132,6 +138,7 @@ def run_cells(executor: Executor, cells: list[Cell], proto: onnx.ModelProto,
         done_before += len(cells)
         logger.debug("sensitivity chunk %d: %d batches, %d cells", baseline.chunks,
                      len(chunk), len(cells))
+    release()  # the in-process sessions (Ray workers keep at most SESSIONS each)
     if progress is not None and cells:
         progress(done_before, done_before)
     return totals, baseline

@@ -114,7 +114,7 @@ def test_suffix_sessions_are_built_once_per_group(monkeypatch):
     monkeypatch.setattr(sensitivity_cells, "suffix_model",
                         lambda proto, spec, arrays: built.append(spec) or real(proto, spec,
                                                                                arrays))
-    sensitivity_cells._sessions.clear()
+    sensitivity_cells.release()
     result = measure_sensitivity(original, analysis, scores, data, [0.2, 0.5, 0.8],
                                  batch_size=8)
     measured = [g for g in result.groups if any(p["removed"] for p in g.points)]
