@@ -31,12 +31,18 @@ read these metrics. Each graph output is compared through its head
 6. The outputs of both models are held in memory (the channel statistics of rule 3 need
    all of them): at most :data:`MAX_BYTES` of one model's outputs, so the first batches up
    to that size are compared (a log line says so).
+7. :func:`prepare` computes the reference's side of rules 3-4 once (channel statistics,
+   standardised tensor, parts); ``compare(..., prepared=...)`` then gives exactly the
+   same metrics for every model compared with that reference (sensitivity compares
+   dozens of configurations with one baseline batch).
 """
 
 from __future__ import annotations
 
-__all__ = ["MAX_BYTES", "MAX_PARTS", "compare", "fidelity", "fidelity_heads", "outputs_on"]
+__all__ = ["MAX_BYTES", "MAX_PARTS", "Prepared", "compare", "fidelity", "fidelity_heads",
+           "outputs_on", "prepare"]
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -110,11 +116,16 @@ def _stats(ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(ref.shape[1]), np.maximum(spread, max(overall * 1e-4, 1e-12))
 
 
+def _standardised(array: np.ndarray, mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    return (array - mean[None, :, None]) / spread[None, :, None]
+
+
 def _similarity(out: np.ndarray, ref: np.ndarray, mean: np.ndarray,
-                spread: np.ndarray) -> dict[str, float]:
-    """Rule 3 on ``[N, C, rest]`` arrays with the reference's channel statistics."""
-    z_out = ((out - mean[None, :, None]) / spread[None, :, None]).reshape(len(out), -1)
-    z_ref = ((ref - mean[None, :, None]) / spread[None, :, None]).reshape(len(ref), -1)
+                spread: np.ndarray, z_ref: np.ndarray | None = None) -> dict[str, float]:
+    """Rule 3 on ``[N, C, rest]`` arrays with the reference's channel statistics
+    (``z_ref``: the standardised reference, when :func:`prepare` computed it)."""
+    z_out = _standardised(out, mean, spread).reshape(len(out), -1)
+    z_ref = (_standardised(ref, mean, spread) if z_ref is None else z_ref).reshape(len(ref), -1)
     norms = np.linalg.norm(z_out, axis=1) * np.linalg.norm(z_ref, axis=1)
     dots = (z_out * z_ref).sum(axis=1)
     same = np.all(np.isclose(z_out, z_ref, atol=1e-9), axis=1)
@@ -179,25 +190,53 @@ def _kind(head: OutputHead, ref: np.ndarray) -> str:
     return head.kind
 
 
-def compare_head(head: OutputHead, out: np.ndarray, ref: np.ndarray,
-                 labels: np.ndarray | None) -> dict:
-    """Rules 1-4 for one head (``out``/``ref``: the tensor the head reads)."""
+@dataclasses.dataclass
+class Prepared:
+    """The reference's side of rules 3-4 for one head (rule 7)."""
+
+    kind: str
+    ref: np.ndarray  # [N, C, rest] float64 (softmax heads: centred rows)
+    mean: np.ndarray
+    spread: np.ndarray
+    z: np.ndarray  # ref standardised by mean/spread
+    parts: list[tuple[int, int, bool]]
+
+
+def _prepare_head(head: OutputHead, ref: np.ndarray) -> Prepared:
     kind = _kind(head, ref)
+    if kind in ("softmax", "log_softmax"):  # rule 3: rows centred, compared per row
+        r = _centred_rows(ref, head)
+    else:
+        r = _channel_first(ref)
+    mean, spread = _stats(r)
+    parts = _parts(r) if kind not in ("softmax", "log_softmax") else []
+    return Prepared(kind, r, mean, spread, _standardised(r, mean, spread), parts)
+
+
+def prepare(reference: dict[str, np.ndarray], heads: list[OutputHead]) -> dict[str, Prepared]:
+    """Rule 7: per head logits name, the reference's statistics."""
+    return {h.logits: _prepare_head(h, reference[h.logits]) for h in heads
+            if h.logits in reference}
+
+
+def compare_head(head: OutputHead, out: np.ndarray, ref: np.ndarray,
+                 labels: np.ndarray | None, prepared: Prepared | None = None) -> dict:
+    """Rules 1-4 for one head (``out``/``ref``: the tensor the head reads)."""
+    prepared = prepared or _prepare_head(head, ref)
+    kind = prepared.kind
     row: dict = {"output": head.output, "kind": kind, "reads": head.logits}
     if kind in ("softmax", "log_softmax", "scores"):
         row.update(_classes(out, ref, head, labels))
     elif kind == "sigmoid":
         row.update(_gates(out, ref))
-    y, r = _channel_first(out), _channel_first(ref)
-    if kind in ("softmax", "log_softmax"):  # rule 3: rows centred, compared per row
-        y, r = (_centred_rows(a, head) for a in (out, ref))
-    mean, spread = _stats(r)
-    row.update(_similarity(y, r, mean, spread))
+    y = _centred_rows(out, head) if kind in ("softmax", "log_softmax") else _channel_first(out)
+    r, mean, spread, z = prepared.ref, prepared.mean, prepared.spread, prepared.z
+    row.update(_similarity(y, r, mean, spread, z))
     parts = []
-    for first, end, bounded in _parts(r) if kind not in ("softmax", "log_softmax") else ():
+    for first, end, bounded in prepared.parts:
         part = {"channels": [first, end], "range": "[0, 1]" if bounded else "unbounded",
                 **_similarity(y[:, first:end], r[:, first:end], mean[first:end],
-                              spread[first:end])}
+                              spread[first:end], z[:, first:end])}
         if bounded:
             part["agreement"] = float(((y[:, first:end] > 0.5) ==
                                        (r[:, first:end] > 0.5)).mean())
@@ -208,9 +247,13 @@ def compare_head(head: OutputHead, out: np.ndarray, ref: np.ndarray,
 
 
 def compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
-            heads: list[OutputHead], labels: np.ndarray | None) -> dict:
-    """Rules 1-5 on arrays keyed by tensor name (:func:`outputs_on` of both models)."""
-    rows = [compare_head(h, outputs[h.logits], reference[h.logits], labels)
+            heads: list[OutputHead], labels: np.ndarray | None,
+            prepared: dict[str, Prepared] | None = None) -> dict:
+    """Rules 1-5 on arrays keyed by tensor name (:func:`outputs_on` of both models);
+    ``prepared``: :func:`prepare` of ``reference`` (rule 7)."""
+    prepared = prepared or {}
+    rows = [compare_head(h, outputs[h.logits], reference[h.logits], labels,
+                         prepared.get(h.logits))
             for h in heads if h.logits in outputs and h.logits in reference]
     summary: dict = {}
     for kinds in (("softmax", "log_softmax", "scores"), ("sigmoid",)):

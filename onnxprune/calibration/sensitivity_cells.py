@@ -8,16 +8,18 @@ Rules:
    dtype of every mask input, the fidelity heads, the damage key, the intra-op thread
    count of the sessions (``0``: ONNX Runtime's default), and the chunk's batches: for
    each, the cached frontier tensors (graph inputs and baseline intermediates), the
-   baseline outputs, and the labels.
+   baseline outputs, the labels, and the reference side of the fidelity comparison
+   (``prepared``, or None).
 2. :func:`evaluate_cell` runs the cell's group suffix on every batch of the chunk,
    feeding the cached frontier tensors, the cell's masks, and all-ones masks for every
    other mask the suffix reads; graph outputs the suffix does not produce are the
    baseline's. It returns the damage sums over the chunk and each batch's
    ``(rows, damage sum)`` (for the standard error of the ``--samples`` rule).
-3. Sessions of suffix models are built once per (model digest, group) per process and
+3. Sessions of suffix models are built once per (model digest, suffix) per process and
    kept in a small LRU cache (``SESSIONS`` entries). Cells arrive group by group, so in
    process each group's session is built once per chunk and reused over its ratios and
-   batches; a Ray worker builds the sessions of the groups it is given. The driver
+   batches (the full evaluation has one suffix, the whole graph: one session, as
+   before); a Ray worker builds the sessions of the groups it is given. The driver
    calls :func:`release` when a measurement ends, so no session outlives it in process.
 4. Damage sums follow :mod:`onnxprune.calibration.sensitivity` rule 3: the batch means
    of :func:`onnxprune.calibration.fidelity.compare` times the batch's rows.
@@ -73,10 +75,10 @@ class CellResult:
 
 
 def batch_damage(base: dict[str, np.ndarray], got: dict[str, np.ndarray], heads: list,
-                 labels: np.ndarray | None) -> dict[str, float]:
+                 labels: np.ndarray | None, prepared: dict | None = None) -> dict[str, float]:
     """Rule 4: sums over the batch of each measure (divided by sample count later)."""
     rows = len(next(iter(base.values())))
-    metrics = compare(got, base, heads, labels)
+    metrics = compare(got, base, heads, labels, prepared)
     out = {"cosine": metrics.get("cosine", 0.0) * rows,
            "rel_mse": metrics.get("rel_mse", 0.0) * rows}
     if "kl" in metrics:
@@ -105,7 +107,7 @@ def _model(shared: Shared) -> onnx.ModelProto:
 
 def _session(shared: Shared, position: int):
     """Rule 3."""
-    key = (shared.key, position, shared.threads)
+    key = (shared.key, shared.specs[position], shared.threads)
     if key in _sessions:
         _sessions.move_to_end(key)
         return _sessions[key]
@@ -140,7 +142,7 @@ def evaluate_cell(shared: Shared, cell: Cell) -> CellResult:
         if session is not None:
             feeds = {name: batch["cached"][name] for name in spec.cached}
             got.update(zip(spec.outputs, session.run(list(spec.outputs), {**feeds, **masks})))
-        damage = batch_damage(base, got, shared.heads, batch["labels"])
+        damage = batch_damage(base, got, shared.heads, batch["labels"], batch["prepared"])
         for key, value in damage.items():
             sums[key] += value
         per_batch.append((len(next(iter(base.values()))), damage.get(shared.damage_key, 0.0)))

@@ -5,7 +5,10 @@ Rules:
 1. The baseline runs once per batch on the masked model with all-ones masks, with the
    frontier tensors of every group's suffix as extra outputs
    (:func:`onnxprune.calibration.tap.tapped_session`). A batch keeps those tensors,
-   the baseline outputs and the labels.
+   the baseline outputs, the labels, and with suffix caching the reference side of the
+   fidelity comparison (:func:`onnxprune.calibration.fidelity.prepare`: computed once
+   per batch instead of once per cell; the full evaluation recomputes it per cell, as
+   before).
 2. Bounded memory: batches are gathered into *chunks* of at most ``cache_bytes`` of
    cached arrays (``CACHE_BYTES``, 512 MiB, by default; a chunk holds at least one
    batch). Each chunk is one ``executor.map`` over every cell, with the chunk as
@@ -29,7 +32,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import onnx
 
-from onnxprune.calibration.fidelity import compare
+from onnxprune.calibration.fidelity import compare, prepare
 from onnxprune.calibration.sensitivity_cells import (
     Cell,
     CellResult,
@@ -59,7 +62,7 @@ class Baseline:
 
 
 def _batches(proto: onnx.ModelProto, cached: list[str], data: DataSource, batch_size: int,
-             ones: dict[str, np.ndarray], heads: list, baseline: Baseline,
+             ones: dict[str, np.ndarray], heads: list, baseline: Baseline, suffix: bool,
              ) -> Iterator[dict]:
     """Rule 1, batch by batch (updates ``baseline``)."""
     inputs = {i.name for i in proto.graph.input}
@@ -77,12 +80,15 @@ def _batches(proto: onnx.ModelProto, cached: list[str], data: DataSource, batch_
         baseline.correct += itself.get("accuracy", 0.0) * rows
         baseline.samples += rows
         yield {"cached": {n: feeds[n] if n in feeds else values[n] for n in cached},
-               "base": base, "labels": labels}
+               "base": base, "labels": labels,
+               "prepared": prepare(base, heads) if suffix else None}
 
 
 def _size(batch: dict) -> int:
+    prepared = batch["prepared"] or {}
     return sum(a.nbytes for a in batch["cached"].values()) + sum(
-        a.nbytes for a in batch["base"].values())
+        a.nbytes for a in batch["base"].values()) + sum(
+        p.ref.nbytes + p.z.nbytes for p in prepared.values())
 
 
 def _chunks(batches: Iterator[dict], cap: int) -> Iterator[tuple[list[dict], int]]:
@@ -113,7 +119,7 @@ def run_cells(executor: Executor, cells: list[Cell], proto: onnx.ModelProto,
     cached = list(dict.fromkeys(n for s in specs.values() for n in s.cached))
     ones = {name: np.ones(shape, dtype) for name, (shape, dtype) in masks.items()}
     baseline = Baseline()
-    batches = _batches(proto, cached, data, batch_size, ones, heads, baseline)
+    batches = _batches(proto, cached, data, batch_size, ones, heads, baseline, suffix)
     totals = [CellResult(dict.fromkeys(("cosine", "rel_mse", "kl", "correct"), 0.0), [])
               for _ in cells]
     threads = 1 if executor.name != "in-process" else 0

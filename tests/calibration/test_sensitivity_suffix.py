@@ -161,3 +161,22 @@ def test_boundary_rule_picks_groups_near_the_median():
               3: {0.5: (2.00, se)}, 4: {0.5: (0.90, 0.5)}}
     # median 0.52: group 2 sits on it, 1 is within 10% of it, 4 is uncertain enough
     assert boundary_groups(points) == [1, 2, 4]
+
+
+def test_prepared_reference_gives_exactly_the_same_comparison():
+    from onnxprune.calibration.fidelity import compare, prepare
+    from onnxprune.graph.outputs import OutputHead
+
+    rng = np.random.default_rng(0)
+    boxes = rng.standard_normal((6, 4, 5)) * 30.0  # unbounded rows next to [0, 1] scores
+    scores = rng.uniform(0.0, 1.0, (6, 3, 5))
+    reference = {"det": np.concatenate([boxes, scores], axis=1).astype(np.float32),
+                 "logits": rng.standard_normal((6, 10)).astype(np.float32)}
+    got = {k: v + rng.normal(0, 0.05, v.shape).astype(np.float32) for k, v in
+           reference.items()}
+    heads = [OutputHead("det", 0, "plain", "det"),
+             OutputHead("prob", 1, "softmax", "logits", axis=1)]
+    labels = rng.integers(0, 10, 6)
+    plain = compare(got, reference, heads, labels)
+    assert plain["outputs"][0].get("parts")  # the parts path is exercised
+    assert compare(got, reference, heads, labels, prepare(reference, heads)) == plain
