@@ -5,7 +5,8 @@ Rules:
 1. One model evaluates every configuration: the original with each tracked tensor
    multiplied by a 0/1 mask fed as an extra graph input (the masked-equivalence
    oracle, so the outputs equal those of the physically pruned model). Data is
-   streamed once; each batch runs the all-ones baseline, then every configuration.
+   streamed once: each batch runs the all-ones baseline, then every configuration
+   runs on the batches (rules 5-6).
 2. A ratio ``r`` of a group removes its ``floor(r * channels)`` lowest-scoring units,
    snapped down to what the planner allows (``min_keep``, ``round_to``, grouped-conv
    blocks); the JSON records the count actually removed.
@@ -59,7 +60,7 @@ from onnxprune.calibration.isolation import preflight
 from onnxprune.calibration.sensitivity_cells import Cell, CellResult
 from onnxprune.calibration.sensitivity_run import CACHE_BYTES, Baseline, run_cells
 from onnxprune.calibration.sensitivity_samples import boundary_groups, standard_error
-from onnxprune.calibration.suffix import suffix_spec
+from onnxprune.calibration.suffix import SuffixSpec, suffix_spec
 from onnxprune.calibration.tap import first_batch
 from onnxprune.data import DataSource
 from onnxprune.errors import UsageError
@@ -208,20 +209,20 @@ def _check_ratios(ratios: list[float]) -> list[float]:
     return ratios
 
 
-def measure_sensitivity(original: onnx.ModelProto, analysis: Analysis, scores: np.ndarray,
-                        data: DataSource, ratios: list[float], *, batch_size: int = 32,
-                        plan_options: PlanOptions | None = None, criterion: str = "l1",
-                        model_name: str = "", suffix: bool = True, samples: int | None = None,
-                        seed: int = 0, executor: Executor | None = None,
-                        progress: Callable[[int, int], None] | None = None,
-                        cache_bytes: int = CACHE_BYTES) -> Sensitivity:
-    """Apply rules 1-7 to every prunable group of ``analysis``."""
-    ratios = _check_ratios(ratios)
-    if samples is not None and samples < 1:
-        raise UsageError(f"--samples must be >= 1, got {samples}")
-    executor = executor or InProcessExecutor()
-    per_group = group_options(analysis, scores, plan_options or PlanOptions(0.5))
-    configs = _configs(analysis, per_group, ratios)
+@dataclasses.dataclass
+class _Setup:
+    """The masked model and what every cell needs (rules 1, 5, 6)."""
+
+    proto: onnx.ModelProto
+    heads: list
+    specs: dict[int, SuffixSpec]
+    masks: dict[str, tuple]  # mask input -> (shape, dtype)
+    cells: list[Cell]
+
+
+def _setup(original: onnx.ModelProto, analysis: Analysis, per_group: list[GroupOptions],
+           configs: list[_Config], data: DataSource, batch_size: int, suffix: bool,
+           ) -> _Setup:
     prunable = np.zeros(analysis.num_units, dtype=bool)
     for opts in per_group:
         prunable[opts.group.units[~opts.group.blocked]] = True
@@ -237,35 +238,63 @@ def measure_sensitivity(original: onnx.ModelProto, analysis: Analysis, scores: n
     by_name = {name: (ids, shape, dtype) for name, ids, shape, dtype in entries}
     cells = [_cell(analysis, i, c, group_masks[c.position], by_name)
              for i, c in enumerate(configs) if c.count > 0]
+    return _Setup(proto, heads, specs, {n: (s, d) for n, _, s, d in entries}, cells)
 
+
+def measure_sensitivity(original: onnx.ModelProto, analysis: Analysis, scores: np.ndarray,
+                        data: DataSource, ratios: list[float], *, batch_size: int = 32,
+                        plan_options: PlanOptions | None = None, criterion: str = "l1",
+                        model_name: str = "", suffix: bool = True, samples: int | None = None,
+                        seed: int = 0, executor: Executor | None = None,
+                        progress: Callable[[int, int], None] | None = None,
+                        cache_bytes: int = CACHE_BYTES) -> Sensitivity:
+    """Apply rules 1-7 to every prunable group of ``analysis``."""
+    ratios = _check_ratios(ratios)
+    if samples is not None and samples < 1:
+        raise UsageError(f"--samples must be >= 1, got {samples}")
+    executor = executor or InProcessExecutor()
+    per_group = group_options(analysis, scores, plan_options or PlanOptions(0.5))
+    configs = _configs(analysis, per_group, ratios)
+    setup = _setup(original, analysis, per_group, configs, data, batch_size, suffix)
     finished = [0]  # cells of earlier passes, so the progress of a second pass adds up
 
     def report(done: int, total: int) -> None:
         if progress is not None:
             progress(finished[0] + done, finished[0] + total)
 
-    def run(chosen: list[Cell], source: DataSource):
-        outcome = run_cells(executor, chosen, proto, specs,
-                            {n: (s, d) for n, _, s, d in entries}, heads, source, batch_size,
-                            suffix=suffix, cache_bytes=cache_bytes, progress=report)
-        finished[0] += len(chosen) * outcome[1].chunks
-        return outcome
+    def run(chosen: list[Cell], source: DataSource) -> tuple[dict[int, CellResult], Baseline]:
+        totals, baseline = run_cells(executor, chosen, setup.proto, setup.specs, setup.masks,
+                                     setup.heads, source, batch_size, suffix=suffix,
+                                     cache_bytes=cache_bytes, progress=report)
+        finished[0] += len(chosen) * baseline.chunks
+        return {cell.config: t for cell, t in zip(chosen, totals)}, baseline
 
     first = data.take(samples, seed=seed) if samples and samples < data.num_samples else data
-    totals, baseline = run(cells, first)
-    results = {cell.config: total for cell, total in zip(cells, totals)}
-    used = {p: baseline.samples for p in range(len(per_group))}
+    results, baseline = run(setup.cells, first)
+    first_samples = baseline.samples
+    used = dict.fromkeys(range(len(per_group)), first_samples)  # samples per group
     subsample = None
-    if first is not data:
-        again = _boundary(cells, results, configs, baseline.samples)
-        chosen = [c for c in cells if c.position in again]
-        totals, full = run(chosen, data)
-        results.update({cell.config: total for cell, total in zip(chosen, totals)})
-        used.update({p: full.samples for p in again})
-        subsample = {"samples": baseline.samples, "seed": seed,
+    if first is not data:  # rule 7
+        again = _boundary(setup.cells, results, configs, baseline.samples)
+        more, baseline = run([c for c in setup.cells if c.position in again], data)
+        results.update(more)
+        used.update(dict.fromkeys(again, baseline.samples))
+        subsample = {"samples": first_samples, "seed": seed,
                      "remeasured": [per_group[p].group.index for p in again],
-                     "remeasured_samples": full.samples}
-        baseline = full
+                     "remeasured_samples": baseline.samples}
+    evaluation = {"suffix": suffix, "executor": executor.name, "workers": executor.workers,
+                  "cells": len(setup.cells), "chunks": baseline.chunks}
+    return Sensitivity(model_name, criterion, ratios,
+                       "kl" if baseline.classifier else "cosine", baseline.samples,
+                       baseline.correct / baseline.samples if baseline.with_labels else None,
+                       _groups(per_group, configs, results, used, baseline),
+                       evaluation=evaluation, subsample=subsample)
+
+
+def _groups(per_group: list[GroupOptions], configs: list[_Config],
+            results: dict[int, CellResult], used: dict[int, int],
+            baseline: Baseline) -> list[GroupSensitivity]:
+    """One :class:`GroupSensitivity` per group, its points in ratio order (rule 3)."""
     empty = CellResult(dict.fromkeys(("cosine", "rel_mse", "kl", "correct"), 0.0), [])
     groups: dict[int, GroupSensitivity] = {}
     for index, config in enumerate(configs):
@@ -275,12 +304,7 @@ def measure_sensitivity(original: onnx.ModelProto, analysis: Analysis, scores: n
             int((~opts.group.blocked).sum()), [], used[config.position]))
         group.points.append(_point(config, results.get(index, empty),
                                    used[config.position], baseline))
-    evaluation = {"suffix": suffix, "executor": executor.name, "workers": executor.workers,
-                  "cells": len(cells), "chunks": baseline.chunks}
-    return Sensitivity(model_name, criterion, ratios,
-                       "kl" if baseline.classifier else "cosine", baseline.samples,
-                       baseline.correct / baseline.samples if baseline.with_labels else None,
-                       list(groups.values()), evaluation=evaluation, subsample=subsample)
+    return list(groups.values())
 
 
 def _boundary(cells: list[Cell], results: dict[int, CellResult], configs: list[_Config],
