@@ -17,7 +17,9 @@ prunable groups) on the first ``--samples`` rows of fixtures/data/digits_train.n
 ``yolo_neck`` (fixtures/models, a torch export with 34 prunable groups, the only fixture
 with 20+) on ``--samples`` seeded standard-normal 3x64x64 inputs. The machine is shared:
 the modes are interleaved (their order rotates every repeat) and the load average is
-printed with every run; the median of the repeats is reported. Every mode's damage
+printed with every run; the median of the repeats is reported, with the full/suffix
+ratio of each repeat and of the CPU time of this process (ONNX Runtime's threads
+included, Ray's workers not), which the load disturbs less than wall time. Every mode's damage
 table must equal the ``full`` one (rtol 1e-5), or the script exits 1.
 """
 
@@ -62,9 +64,9 @@ def _run(model: pathlib.Path, data: pathlib.Path, mode: str, workers: int):
     options = {"suffix": mode != "full", "max_samples": None}
     if mode == "suffix+workers":
         options["workers"] = workers
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = sensitivity_file(model, data=str(data), **options)
-    return time.perf_counter() - start, result
+    return time.perf_counter() - start, time.process_time() - cpu, result
 
 
 def _table(result) -> list[tuple[int, float, str, float]]:
@@ -81,16 +83,19 @@ def _equal(a, b) -> bool:
 def _bench(name: str, args: argparse.Namespace, folder: pathlib.Path) -> dict:
     data = _data(name, args.samples, folder)
     times: dict[str, list[float]] = {m: [] for m in MODES}
+    cpu: dict[str, list[float]] = {m: [] for m in MODES}
     reference, equal, info = None, True, {}
     for repeat in range(args.repeats):
         order = MODES[repeat % 3:] + MODES[:repeat % 3]
         for mode in order:
-            elapsed, result = _run(MODELS[name], data, mode, args.workers)
+            elapsed, used, result = _run(MODELS[name], data, mode, args.workers)
             times[mode].append(elapsed)
+            cpu[mode].append(used)
             info = {"groups": len(result.groups), "samples": result.num_samples,
                     "cells": result.evaluation["cells"]}
             load = os.getloadavg()
-            print(f"{name} repeat {repeat} {mode:>15}: {elapsed:7.2f} s  chunks "
+            print(f"{name} repeat {repeat} {mode:>15}: {elapsed:7.2f} s  (cpu of this "
+                  f"process {used:6.2f} s)  chunks "
                   f"{result.evaluation['chunks']}  load {load[0]:.2f} {load[1]:.2f}",
                   flush=True)
             if mode == "full" and reference is None:
@@ -98,7 +103,11 @@ def _bench(name: str, args: argparse.Namespace, folder: pathlib.Path) -> dict:
             elif reference is not None:
                 equal = equal and _equal(reference, result)
     medians = {m: statistics.median(t) for m, t in times.items()}
-    return {"model": name, **info, "times_s": times, "median_s": medians,
+    paired = [f / s for f, s in zip(times["full"], times["suffix"])]
+    return {"model": name, **info, "times_s": times, "cpu_s": cpu, "median_s": medians,
+            "paired_suffix_speedups": paired,
+            "cpu_suffix_speedup": statistics.median(cpu["full"]) / statistics.median(
+                cpu["suffix"]),
             "suffix_speedup": medians["full"] / medians["suffix"],
             "workers_speedup": medians["full"] / medians["suffix+workers"],
             "tables_equal": equal}
@@ -124,7 +133,10 @@ def main() -> None:
               f"{row['cells']} cells; median full {med['full']:.1f} s, suffix "
               f"{med['suffix']:.1f} s (x{row['suffix_speedup']:.2f}), suffix + "
               f"{args.workers} workers {med['suffix+workers']:.1f} s "
-              f"(x{row['workers_speedup']:.2f}); tables equal: {row['tables_equal']}")
+              f"(x{row['workers_speedup']:.2f}); per repeat full/suffix "
+              f"{', '.join(f'{x:.2f}' for x in row['paired_suffix_speedups'])}; cpu "
+              f"full/suffix x{row['cpu_suffix_speedup']:.2f}; tables equal: "
+              f"{row['tables_equal']}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     sys.exit(0 if all(r["tables_equal"] for r in rows) else 1)
