@@ -49,7 +49,8 @@ def test_suffix_damage_equals_full_evaluation(path):
     full = sensitivity_file(path, suffix=False, **common)
     cached = sensitivity_file(path, **common)
     assert full.evaluation["suffix"] is False and cached.evaluation["suffix"] is True
-    assert cached.num_samples == full.num_samples == 12
+    assert cached.num_samples == full.num_samples == 12 and cached.evaluation["cells"] > 0
+    assert max(p["damage"] for g in cached.groups for p in g.points) > 1e-4  # not vacuous
     _assert_same_points(full, cached)
 
 
