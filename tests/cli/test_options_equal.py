@@ -181,7 +181,8 @@ def test_readme_lists_every_flag_and_choice():
     for param in compress_cli.command.params:
         if not isinstance(param, click.Option):
             continue
-        assert any(opt in text for opt in param.opts), f"README lacks {param.opts}"
+        assert any(re.search(f"`{re.escape(opt)}[ `]", text) for opt in param.opts), \
+            f"README lacks {param.opts}"
         if isinstance(param.type, click.Choice):
             flag = long_flag(param)
             missing = set(param.type.choices) - listed.get(flag, set())
