@@ -11,7 +11,7 @@ DEMO_MODEL ?= fixtures/models/resnet_basic.dynamo_keepbn.onnx
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,images,report,dev]'
+	$(PY) -m pip install -q -e '.[train,images,report,distributed,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
