@@ -16,6 +16,7 @@ from tests.builders import GraphBuilder
 from tests.oracle import node_input_shape, prune_and_check
 from tests.rule_checks import (
     analyzed,
+    block_reasons,
     coupled,
     group_of,
     layout_ids,
@@ -198,15 +199,23 @@ def test_a_constant_of_another_width_blocks():
     assert "Add 'widen': combined with" in reasons(analysis, "c1")
 
 
-def test_two_tracked_operands_of_different_widths_block_with_length_mismatch():
-    """A 1-channel tracked map broadcast over C channels cannot be merged one to one."""
+def test_a_one_channel_tracked_map_broadcasts_over_the_channels():
+    """Spatial attention (CBAM): a 1-channel map from a conv scales C channels. The map
+    broadcasts; it is not merged with them (which blocked both: length mismatch), and
+    its one channel is kept."""
     b = GraphBuilder()
     x = b.input(["N", 3, 8, 8])
-    feats = b.conv(x, 3, C, name="feats")
+    feats = b.op("Relu", [b.conv(x, 3, C, name="feats")])
     att = b.op("Sigmoid", [b.conv(x, 3, 1, name="att")])
     b.output(b.conv(b.op("Mul", [feats, att], name="mul"), C, 4, name="head"))
     analysis = analyzed(b.model())
-    assert "Mul 'mul' merges channels (length mismatch)" in reasons(analysis, "feats")
+    assert "length mismatch" not in block_reasons(analysis)
+    assert layout_ids(analysis, "mul_out") == (1, source_ids(analysis, "feats"))
+    assert group_of(analysis, "feats").prunable
+    assert group_of(analysis, "feats") is not group_of(analysis, "att")
+    checked = prune_and_check(b.model(), 0.4)
+    assert node_input_shape(checked.pruned, "head", 1)[1] < C
+    assert node_input_shape(checked.pruned, "att", 1)[0] == 1
 
 
 def test_comparison_and_where_keep_the_channels():
