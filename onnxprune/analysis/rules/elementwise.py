@@ -7,10 +7,10 @@ Cases:
    output rank (numpy rules). Tracked inputs on the same aligned axis are merged
    (residual Add: both sides lose the same channels); on different axes they are
    blocked. A tracked input one channel wide (a spatial attention map) broadcasts
-   over the others: it is not merged, and its channel is kept. An untracked input that broadcasts (size 1 on that axis, if need be
-   learnt from the runtime probe of static dims) is fine; a
-   constant with the full channel count is coupled (sliced); any other tensor
-   with those channels blocks the layout.
+   over the others: it is not merged, and its channel is kept. An untracked input
+   that broadcasts (size 1 on that axis, if need be learnt from the runtime probe
+   of static dims) is fine; a constant with the full channel count is coupled
+   (sliced); any other tensor with those channels blocks the layout.
 3. PRelu: a per-channel slope is a broadcast constant, handled as in case 2.
 """
 

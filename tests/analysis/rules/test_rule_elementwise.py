@@ -146,6 +146,27 @@ def test_broadcast_operands_with_size_one_on_the_channel_axis_are_fine():
     assert node_input_shape(checked.pruned, "head", 1)[1] < C
 
 
+def test_an_operand_of_unknown_width_broadcasts_once_the_probe_shows_size_one():
+    """Shape inference cannot follow ``Reshape(g, Abs(Shape(g)))``; the runtime probe of
+    static dims shows the gate is one channel wide, so it broadcasts."""
+    b = GraphBuilder()
+    x = b.input(["N", 3, 8, 8])
+    h = b.conv(x, 3, C, name="c1")
+    gate = b.op("Sigmoid", [b.op("ReduceMean", [x], axes=[1], keepdims=1)])
+    gate = b.op("Reshape", [gate, b.op("Abs", [b.op("Shape", [gate])])], name="opaque")
+    h = b.op("Mul", [h, gate], name="gate")
+    b.output(b.conv(h, C, 4, name="head"))
+    analysis = analyzed(b.model())
+    assert analysis.ctx.refined_shape(_named(analysis, "opaque_out"))[1] == 1
+    assert layout_ids(analysis, "gate_out") == (1, source_ids(analysis, "c1"))
+    checked = prune_and_check(b.model(), 0.4)
+    assert node_input_shape(checked.pruned, "head", 1)[1] < C
+
+
+def _named(analysis, name: str):
+    return next(o for n in analysis.model.graph for o in n.outputs if o.name == name)
+
+
 def test_operands_on_different_axes_block():
     b = GraphBuilder()
     x = b.input(["N", 3, 8, 8])
