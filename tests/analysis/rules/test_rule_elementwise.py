@@ -66,6 +66,21 @@ def test_unary_ops_not_covered_end_to_end_pass_the_oracle(op):
     assert node_input_shape(checked.pruned, "c2", 1)[1] < C
 
 
+def test_integer_and_boolean_tracked_tensors_pass_the_oracle():
+    """The masked twin masks an int32 tensor with an int32 mask and a bool one with And
+    (the original proto declares neither type: they are inferred)."""
+    b = GraphBuilder(opset=18)
+    h = _conv(b)
+    rounded = b.op("Cast", [b.op("Cast", [h], to=TensorProto.INT32)], to=TensorProto.FLOAT)
+    negative = b.op("Not", [b.op("Greater", [h, b.init(np.float32(0.0))])], name="neg")
+    h = b.op("Where", [negative, b.init(np.float32(0.0)), rounded])
+    b.output(b.conv(h, C, 4, name="c2"))
+    analysis = analyzed(b.model())
+    assert layout_ids(analysis, "neg_out") == (1, source_ids(analysis, "c1"))
+    checked = prune_and_check(b.model(), 0.4, tol=1e-3)
+    assert node_input_shape(checked.pruned, "c2", 1)[1] < C
+
+
 def test_dropout_whose_mask_is_used_blocks():
     b = GraphBuilder(opset=18)
     h = _conv(b)
