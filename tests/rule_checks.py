@@ -20,12 +20,22 @@ from onnxprune.analysis import Analysis, analyze
 from onnxprune.analysis.groups import Group
 from onnxprune.analysis.keep import KeepView
 from onnxprune.analysis.registry import lookup
+from onnxprune.graph.shapes import infer_shapes
 from tests.oracle import load
 
 
-def analyzed(model: onnx.ModelProto, *, prune_hidden: bool = False) -> Analysis:
-    """The analysis of ``model``; asserts that no rule raised."""
-    analysis = analyze(load(model), prune_hidden=prune_hidden)
+def analyzed(model: onnx.ModelProto, *, prune_hidden: bool = False,
+             unknown_shapes: tuple[str, ...] = ()) -> Analysis:
+    """The analysis of ``model``; asserts that no rule raised.
+
+    ``unknown_shapes`` names values whose shape is erased after shape inference (what
+    a rule sees when neither inference nor the runtime probe found it).
+    """
+    loaded = load(model)
+    infer_shapes(loaded)
+    for name in unknown_shapes:
+        _value_in(loaded, name).shape = None
+    analysis = analyze(loaded, shapes_done=True, prune_hidden=prune_hidden)
     failed = [reason for _, reason in analysis.ctx.blocks if "rule failed" in reason]
     assert not failed, f"a rule raised: {failed}"
     return analysis
@@ -36,7 +46,11 @@ def node(analysis: Analysis, name: str) -> ir.Node:
 
 
 def _value(analysis: Analysis, name: str) -> ir.Value:
-    for n in analysis.model.graph:
+    return _value_in(analysis.model, name)
+
+
+def _value_in(model: ir.Model, name: str) -> ir.Value:
+    for n in model.graph:
         for v in (*n.inputs, *n.outputs):
             if v is not None and v.name == name:
                 return v

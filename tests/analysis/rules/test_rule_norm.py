@@ -3,7 +3,8 @@
 Case 1 (BatchNormalization / InstanceNormalization per channel), case 2
 (LayerNormalization: normalised axes block, earlier axes pass, ``prune_hidden`` on the
 last axis), case 3 (GroupNormalization blocks; its reason is checked in
-``tests/analysis/test_rules.py``) and case 4 (LpNormalization).
+``tests/analysis/test_rules.py``), case 4 (LpNormalization) and case 5 (an input of
+unknown rank blocks).
 """
 
 from __future__ import annotations
@@ -202,3 +203,18 @@ def test_group_norm_blocks_every_layout():
     assert not group_of(analysis, "c1").prunable
     assert layout_ids(analysis, "gn_out") is None
     assert np.all(group_of(analysis, "c1").blocked)
+
+
+@pytest.mark.parametrize("op", ["LayerNormalization", "LpNormalization"])
+def test_an_input_of_unknown_rank_blocks(op):
+    """Neither inference nor the probe found the rank: the axes cannot be checked, so the
+    channels are blocked (before, the layout was dropped silently and the channels
+    pruned under a normalisation over them)."""
+    b = GraphBuilder(opset=17)
+    h = b.op("Relu", [_tokens(b)], name="act")
+    inputs = [h, b.positive(C)] if op == "LayerNormalization" else [h]
+    h = b.op(op, inputs, name="n")
+    b.output(b.op("MatMul", [h, b.weight(C, 3)], name="fc2"))
+    analysis = analyzed(b.model(), unknown_shapes=("act_out",))
+    assert f"{op} 'n': input rank unknown" in reasons(analysis, "fc1")
+    assert not group_of(analysis, "fc1").prunable

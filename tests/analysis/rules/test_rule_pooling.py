@@ -3,7 +3,8 @@
 Case 1 (pooling per channel; used MaxPool indices, SpaceToDepth and channels off
 axis 1 block), case 2 (Reduce*: axes as attribute or input, negative axes,
 ``keepdims=0``, empty axes, dynamic axes, ``prune_hidden`` ReduceMean), case 3
-(Softmax family, both opset semantics) and case 4 (Shape/Size).
+(Softmax family, both opset semantics), case 4 (Shape/Size) and case 5 (an input of
+unknown rank blocks).
 """
 
 from __future__ import annotations
@@ -243,3 +244,17 @@ def test_shape_and_size_read_a_tracked_tensor_without_blocking():
     analysis = analyzed(b.model())
     assert group_of(analysis, "c1").prunable
     assert "Shape" not in block_reasons(analysis) and "Size" not in block_reasons(analysis)
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "Softmax"])
+def test_an_input_of_unknown_rank_blocks(op):
+    """Without the rank the reduced / normalised axes cannot be checked: blocked."""
+    b = GraphBuilder(opset=18)
+    x = b.input(["N", 5, 6])
+    h = b.op("Relu", [b.op("MatMul", [x, b.weight(6, C)], name="fc1")], name="act")
+    h = (b.op(op, [h, b.ints([-1])], name="n", keepdims=1) if op == "ReduceSum"
+         else b.op(op, [h], name="n"))
+    b.output(b.op("MatMul", [h, b.weight(1 if op == "ReduceSum" else C, 3)], name="fc2"))
+    analysis = analyzed(b.model(), unknown_shapes=("act_out",))
+    assert f"{op} 'n': input rank unknown" in reasons(analysis, "fc1")
+    assert not group_of(analysis, "fc1").prunable
