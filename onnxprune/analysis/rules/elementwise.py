@@ -10,7 +10,8 @@ Cases:
    over the others: it is not merged, and its channel is kept. An untracked input
    that broadcasts (size 1 on that axis, if need be learnt from the runtime probe
    of static dims) is fine; a constant with the full channel count is coupled
-   (sliced); any other tensor with those channels blocks the layout.
+   (sliced); any other tensor with those channels blocks the layout. A tracked
+   input or the output of unknown rank blocks (the axes cannot be aligned).
 3. PRelu: a per-channel slope is a broadcast constant, handled as in case 2.
 """
 
@@ -60,6 +61,9 @@ class BroadcastRule(OpRule):
             tracked = self._broadcast_single(ctx, tracked)
         if out_rank is None:
             ctx.block_inputs(node, f"{describe(node)}: output rank unknown")
+            return
+        if any(ctx.rank(node.inputs[i]) is None for i, _ in tracked):
+            ctx.block_inputs(node, f"{describe(node)}: input rank unknown")
             return
         aligned = {layout.axis + out_rank - ctx.rank(node.inputs[i]) for i, layout in tracked}
         if len(aligned) != 1:

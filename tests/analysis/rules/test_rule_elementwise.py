@@ -252,6 +252,20 @@ def test_a_one_channel_tracked_map_broadcasts_over_the_channels():
     assert node_input_shape(checked.pruned, "att", 1)[0] == 1
 
 
+@pytest.mark.parametrize(("erased", "reason"), [
+    (("act_out",), "input rank unknown"),
+    (("add_out",), "output rank unknown"),
+], ids=["input", "output"])
+def test_an_unknown_rank_blocks_instead_of_raising(erased, reason):
+    b = GraphBuilder()
+    h = b.op("Relu", [_conv(b)], name="act")
+    h = b.op("Add", [h, b.weight(C, 1, 1)], name="add")
+    b.output(b.conv(h, C, 4, name="c2"))
+    analysis = analyzed(b.model(), unknown_shapes=erased)  # fails on a rule that raised
+    assert f"Add 'add': {reason}" in reasons(analysis, "c1")
+    assert not group_of(analysis, "c1").prunable
+
+
 def test_comparison_and_where_keep_the_channels():
     b = GraphBuilder()
     h = _conv(b)
