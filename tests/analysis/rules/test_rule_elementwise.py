@@ -214,23 +214,27 @@ def test_a_symbolic_dimension_on_the_channel_axis_blocks():
     assert "Mul 'mul': combined with 'other'" in reasons(analysis, "c1")
 
 
-def test_a_constant_of_another_width_blocks():
+def test_a_constant_over_other_axes_broadcasts_and_is_not_coupled():
     b = GraphBuilder()
     x = b.input(["N", 3, 8, 8])
     h = b.op("MaxPool", [b.conv(x, 3, C, name="c1")], kernel_shape=[1, 1])
-    # [8, 8] on the last two axes: broadcasts over channels, so it is fine ...
-    h = b.op("Mul", [h, b.weight(8, 8)], name="spatial")
+    h = b.op("Mul", [h, b.weight(8, 8)], name="spatial")  # [H, W]: the same for every channel
     b.output(b.conv(h, C, 4, name="head"))
     analysis = analyzed(b.model())
     assert group_of(analysis, "c1").prunable and not coupled(analysis, "spatial")
-    # ... but a constant with C entries on the channel axis and C != its layout length
+
+
+def test_a_constant_wider_than_the_tracked_channels_blocks():
+    """A one-channel slice broadcast to 4 channels by a [4, 1, 1] constant: the constant
+    cannot be sliced with the one channel."""
     b = GraphBuilder()
     h = b.op("Relu", [b.conv(b.input(["N", 3, 8, 8]), 3, 2, name="c1")])
     h = b.op("Slice", [h, b.ints([0]), b.ints([1]), b.ints([1])], name="one")  # [N, 1, 8, 8]
-    h = b.op("Add", [h, b.weight(4, 1, 1)], name="widen")  # broadcasts 1 -> 4 channels
+    h = b.op("Add", [h, b.weight(4, 1, 1)], name="widen")
     b.output(b.conv(h, 4, 2, name="head"))
     analysis = analyzed(b.model())
     assert "Add 'widen': combined with" in reasons(analysis, "c1")
+    assert layout_ids(analysis, "widen_out") is None
 
 
 def test_a_one_channel_tracked_map_broadcasts_over_the_channels():
