@@ -29,7 +29,10 @@ class TransposeRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
-        if layout is None or rank is None:
+        if layout is None:
+            return
+        if rank is None:
+            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
             return
         perm = attr_ints(node, "perm") or tuple(reversed(range(rank)))
         ctx.set_layout(node.outputs[0], list(perm).index(layout.axis), layout.ids)
@@ -42,7 +45,10 @@ class SqueezeRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         shape = ctx.shape(node.inputs[0])
-        if layout is None or shape is None:
+        if layout is None:
+            return
+        if shape is None:
+            ctx.block(layout.ids, f"{describe(node)}: input shape unknown")
             return
         axes = axes_arg(ctx, node, 1, 13)
         if axes == "dynamic":

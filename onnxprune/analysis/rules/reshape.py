@@ -55,7 +55,10 @@ class FlattenRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         shape = ctx.shape(node.inputs[0])
-        if layout is None or shape is None:
+        if layout is None:
+            return
+        if shape is None:
+            ctx.block(layout.ids, f"{describe(node)}: input shape unknown")
             return
         axis = norm_axis(attr_int(node, "axis", 1), len(shape))
         if layout.axis < axis:

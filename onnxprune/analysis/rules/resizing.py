@@ -39,7 +39,10 @@ class PadRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
-        if layout is None or rank is None:
+        if layout is None:
+            return
+        if rank is None:
+            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
             return
         pads = const_ints(ctx, node, 1)
         axes = const_ints(ctx, node, 3) if len(node.inputs) > 3 and node.inputs[3] else None

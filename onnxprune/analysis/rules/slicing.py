@@ -36,7 +36,10 @@ class SplitRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
-        if layout is None or rank is None:
+        if layout is None:
+            return
+        if rank is None:
+            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
             return
         axis = norm_axis(attr_int(node, "axis", 0), rank)
         if layout.axis != axis:
@@ -76,7 +79,10 @@ class SliceRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
-        if layout is None or rank is None:
+        if layout is None:
+            return
+        if rank is None:
+            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
             return
         spec = _slice_spec(ctx, node, rank)
         if isinstance(spec, str) and _slices_other_axes(ctx, node, rank, layout.axis):
