@@ -64,6 +64,9 @@ def _check_folder(folder: pathlib.Path, force: bool) -> None:
         raise OutputError(f"{folder}: the output folder exists and is not empty; nothing was "
                           "written: pass --force to write into it (files of the same names "
                           "are replaced) or -o another folder")
+
+
+def _make_folder(folder: pathlib.Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -177,6 +180,7 @@ def sweep(model: str | os.PathLike[str], targets: Sequence[float],
     try:
         with open_executor(workers=workers, address=ray_address) as executor:
             how = {"name": executor.name, "workers": executor.workers}
+            _make_folder(folder)  # only once the executor (Ray) is there
             replies = executor.map(run_point, points, shared=shared, progress=progress,
                                    keep_going=True)
     finally:
