@@ -21,6 +21,7 @@ from __future__ import annotations
 __all__ = ["command"]
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -53,6 +54,21 @@ def _criteria(ctx: click.Context, param: click.Parameter, value: str | None,
     if value is None:
         return None
     return tuple(v for v in value.replace(" ", "").split(",") if v)
+
+
+# the sweep's own defaults where they differ from compress's
+_HELP = {"steps": "Prune every point in N steps on the cubic schedule, fine-tuning after each "
+                  "[default: 1, one-shot, also with --data].",
+         "bench_runs": "Timed runs of the original and of every point (interleaved, after "
+                       "all points)."}
+
+
+def _passed(param: click.Parameter) -> click.Parameter:
+    if param.name not in _HELP:
+        return param
+    mine = copy.copy(param)
+    mine.help = _HELP[param.name]
+    return mine
 
 
 def _passed_params() -> list[click.Parameter]:
@@ -188,4 +204,4 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-command.params.extend(_passed_params())  # rule 1: the compress options, as compress has them
+command.params.extend(_passed(p) for p in _passed_params())  # rule 1: the compress options, as compress has them
