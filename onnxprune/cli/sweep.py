@@ -45,7 +45,6 @@ from onnxprune.errors import SweepPointsError, UsageError
 # compress options a sweep point cannot have (rule 1), and the sweep's own
 _NOT_PASSED = {"model", "config", "target", "criterion", "output", "as_json", "html_report",
                "bench", "mobile", "work_dir", "resume"}
-_RENAMED = {"no_equivalence_check": "verify_equivalence"}
 _SWEEP_KEYS = ("targets", "criteria")
 
 
@@ -81,10 +80,8 @@ def _explicit(ctx: click.Context) -> dict[str, Any]:
     for param in _passed_params():
         if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
             continue
-        value = ctx.params[param.name]
-        if param.name == "no_equivalence_check":
-            value = not value
-        given[_RENAMED.get(param.name, param.name)] = value
+        key, value = compress_cli.option_key(param.name, ctx.params[param.name])
+        given[key] = value
     return given
 
 

@@ -79,3 +79,18 @@ def test_recipe_gives_targets_criteria_and_options_flags_override(tmp_path):
     document = json.loads(done.stdout)
     assert [r["name"] for r in document["points"]] == ["t0.30-l1", "t0.50-l1"]
     assert {r["options"]["metric"] for r in document["points"]} == {"params"}
+
+
+def test_sweep_takes_every_compress_option_a_point_can_have():
+    from onnxprune.cli import compress as compress_cli
+    from onnxprune.cli import sweep as sweep_cli
+
+    compress_names = {p.name for p in compress_cli.command.params}
+    sweep_names = {p.name for p in sweep_cli.command.params}
+    not_taken = {"target", "criterion", "html_report", "bench", "mobile", "work_dir",
+                 "resume"}  # -o is the sweep's folder
+    assert compress_names - sweep_names == not_taken
+    assert sweep_names - compress_names == {"targets", "criteria", "force", "workers",
+                                            "ray_address", "html_path", "no_html"}
+    steps = next(p for p in sweep_cli.command.params if p.name == "steps")
+    assert "default: 1" in steps.help  # one-shot unless --steps, unlike compress
