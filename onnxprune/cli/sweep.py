@@ -201,4 +201,5 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-command.params.extend(_passed(p) for p in _passed_params())  # rule 1: the compress options, as compress has them
+# rule 1: the compress options, as compress has them
+command.params.extend(_passed(p) for p in _passed_params())
