@@ -6,11 +6,11 @@ Rules:
    ``--eval-data`` (a file, or every file of a folder) into one :class:`SweepInputs`
    of bytes with a content key. It is the executor's ``shared`` value: it goes to
    Ray's object store once per sweep, never once per point.
-2. :func:`materialize` writes them into a temporary folder of the calling process
-   (``<tmp>/model/``, ``<tmp>/data/``, ``<tmp>/eval_data/``) the first time a worker
-   sees the key and reuses that folder for every later point of the same sweep; the
-   folder is removed by :func:`release` (the driver, in process) or when the worker
-   exits.
+2. :func:`materialize` writes them into a folder the task owns (``<root>/model/``,
+   ``<root>/data/``, ``<root>/eval_data/``); :func:`onnxprune.sweep.points.run_point`
+   makes that a temporary folder per point, removed when the point ends, passed or
+   failed. (A copy per worker process would save the writes but cannot be removed
+   reliably: Ray ends its workers without running their exit handlers.)
 3. :func:`restore_paths` maps every string under a task's temporary folder back to the
    user's own path (the model, the data, the point's final output), so rows and
    reports name the files the user has.
@@ -18,15 +18,12 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["SweepInputs", "materialize", "pack_inputs", "release", "restore_paths"]
+__all__ = ["SweepInputs", "materialize", "pack_inputs", "restore_paths"]
 
-import atexit
 import dataclasses
 import hashlib
 import logging
 import pathlib
-import shutil
-import tempfile
 from typing import Any
 
 import onnx
@@ -105,15 +102,8 @@ def pack_inputs(model: str, data: str | None, eval_data: str | None) -> SweepInp
     return SweepInputs(digest.hexdigest()[:16], blobs, origins)
 
 
-_WRITTEN: dict[str, tuple[pathlib.Path, dict[str, str]]] = {}
-
-
-def materialize(inputs: SweepInputs) -> tuple[pathlib.Path, dict[str, str]]:
-    """Rule 2: ``(the folder, {kind: local path})``, written once per process."""
-    if inputs.key in _WRITTEN:
-        return _WRITTEN[inputs.key]
-    root = pathlib.Path(tempfile.mkdtemp(prefix=f"onnxprune-sweep-{inputs.key}-"))
-    atexit.register(shutil.rmtree, root, True)
+def materialize(inputs: SweepInputs, root: pathlib.Path) -> dict[str, str]:
+    """Rule 2: write the inputs under ``root``; ``{kind: local path}``."""
     paths = {}
     for kind, blob in inputs.blobs.items():
         base = root / kind
@@ -123,15 +113,7 @@ def materialize(inputs: SweepInputs) -> tuple[pathlib.Path, dict[str, str]]:
             target.write_bytes(payload)
         paths[kind] = str(base / blob.name)
     logger.debug("sweep inputs written to %s", root)
-    _WRITTEN[inputs.key] = (root, paths)
-    return root, paths
-
-
-def release(inputs: SweepInputs) -> None:
-    """Rule 2: remove this process's copy of the inputs."""
-    written = _WRITTEN.pop(inputs.key, None)
-    if written is not None:
-        shutil.rmtree(written[0], ignore_errors=True)
+    return paths
 
 
 def restore_paths(value: Any, mapping: dict[str, str]) -> Any:

@@ -9,11 +9,12 @@ Rules:
 2. A point's name is ``t<target>-<criterion>`` with two decimals (``t0.50-l1``), or as
    many more as it takes to tell the targets apart; its model is ``<name>.onnx``.
 3. :func:`run_point` is the executor task (module level, so Ray can pickle it): it
-   writes the shared inputs into this worker's temporary folder once
+   writes the shared inputs into its own temporary folder
    (:mod:`onnxprune.sweep.inputs`), runs the compress pipeline on them into a fresh
    folder, and returns the result as plain data with the bytes of every file written
    (the model, its external data, ``<name>.onnx.report.json``), so a remote worker
-   needs no file system in common with the driver. A point that fails raises; the
+   needs no file system in common with the driver. That temporary folder is removed
+   when the point ends, passed or failed. A point that fails raises; the
    executor keeps the failure in its slot and the other points run.
 """
 
@@ -24,7 +25,6 @@ __all__ = ["Point", "grid", "run_point"]
 import dataclasses
 import logging
 import pathlib
-import shutil
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -85,17 +85,17 @@ def _compress_point(model: str, output: pathlib.Path, options: dict[str, Any]) -
 
 def run_point(shared: SweepInputs, point: Point) -> dict[str, Any]:
     """Rule 3: ``{"result", "files", "paths", "out_dir"}`` of one point."""
-    root, paths = materialize(shared)
-    options = dict(point.options)
-    for kind in ("data", "eval_data"):
-        if kind in paths:
-            options[kind] = paths[kind]
-    out_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"{point.name}-", dir=root))
-    try:
+    with tempfile.TemporaryDirectory(prefix=f"onnxprune-sweep-{point.name}-") as scratch:
+        root = pathlib.Path(scratch)
+        paths = materialize(shared, root)
+        options = dict(point.options)
+        for kind in ("data", "eval_data"):
+            if kind in paths:
+                options[kind] = paths[kind]
+        out_dir = root / "out"
+        out_dir.mkdir()
         logger.info("sweep point %s: compressing", point.name)
         result = _compress_point(paths["model"], out_dir / f"{point.name}.onnx", options)
         files = {p.name: p.read_bytes() for p in sorted(out_dir.iterdir()) if p.is_file()}
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
     return {"result": result.to_dict(), "files": files, "paths": paths,
             "out_dir": str(out_dir)}

@@ -39,7 +39,7 @@ from onnxprune import __version__
 from onnxprune.errors import ExitCode, OnnxPruneError, OutputError, UsageError
 from onnxprune.parallel import TaskFailure, open_executor
 from onnxprune.sweep import rows as R
-from onnxprune.sweep.inputs import pack_inputs, release, restore_paths
+from onnxprune.sweep.inputs import pack_inputs, restore_paths
 from onnxprune.sweep.points import Point, grid, run_point
 
 logger = logging.getLogger(__name__)
@@ -177,14 +177,11 @@ def sweep(model: str | os.PathLike[str], targets: Sequence[float],
 
         require_matplotlib()
     shared = pack_inputs(str(model), options.get("data"), options.get("eval_data"))
-    try:
-        with open_executor(workers=workers, address=ray_address) as executor:
-            how = {"name": executor.name, "workers": executor.workers}
-            _make_folder(folder)  # only once the executor (Ray) is there
-            replies = executor.map(run_point, points, shared=shared, progress=progress,
-                                   keep_going=True)
-    finally:
-        release(shared)  # the in-process copy (workers remove theirs on exit)
+    with open_executor(workers=workers, address=ray_address) as executor:
+        how = {"name": executor.name, "workers": executor.workers}
+        _make_folder(folder)  # only once the executor (Ray) is there
+        replies = executor.map(run_point, points, shared=shared, progress=progress,
+                               keep_going=True)
     document = _document(model, points, replies, folder, options, shared.origins, how)
     if html:
         from onnxprune.sweep.html import write_sweep_html

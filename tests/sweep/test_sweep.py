@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import tempfile
 
 import onnx
 import pytest
@@ -115,7 +116,10 @@ def test_local_ray_sweep_equals_in_process(swept, tmp_path):
     assert not ray.is_initialized()
 
 
-def test_failed_point_is_a_row_and_the_others_are_written(tmp_path):
+def test_failed_point_is_a_row_and_the_others_are_written(tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the points write inputs
     folder = tmp_path / "out"
     done = run(MODEL, "--targets", "0.5,0.99", "--criteria", "l1", *DATA_ARGS, "-o", folder,
                "--json")
@@ -129,6 +133,7 @@ def test_failed_point_is_a_row_and_the_others_are_written(tmp_path):
     assert document["failed"] == 1 and document["exit_code"] == 12
     assert "1 of 2 sweep point(s) failed" in done.stderr
     assert "exit 5" in (folder / "sweep.html").read_text()
+    assert list(scratch.iterdir()) == []  # every point removed its inputs, failed or not
 
 
 def test_missing_ray_is_exit_7_with_the_install_line(tmp_path, monkeypatch):
