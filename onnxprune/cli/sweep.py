@@ -156,9 +156,10 @@ def command(ctx: click.Context, model: str | None, config: str | None,
     else:
         _print(document)
     if document["failed"]:
+        written = (f"the others were written to {document['folder']}" if document["passed"]
+                   else f"sweep.json is in {document['folder']}")
         raise SweepPointsError(f"{document['failed']} of {len(document['points'])} sweep "
-                               "point(s) failed (their rows name the error); the others "
-                               f"were written to {document['folder']}")
+                               f"point(s) failed (their rows name the error); {written}")
 
 
 def _listed(value: Any, kind: type) -> tuple | None:

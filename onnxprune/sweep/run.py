@@ -120,7 +120,8 @@ def _shapes(result: dict) -> dict[str, tuple[int, ...]]:
 
 
 def _measure(rows: list[dict], options: dict[str, Any], shapes: dict) -> dict:
-    """Rule 3: one interleaved benchmark of the original and every passed point."""
+    """Rule 3: one interleaved benchmark of the original (``rows[0]``) and every passed
+    point (the original alone when none passed)."""
     from onnxprune.benchmark import benchmark
 
     timed = [row for row in rows if row["status"] == "ok" and row.get("path")]
@@ -129,8 +130,6 @@ def _measure(rows: list[dict], options: dict[str, Any], shapes: dict) -> dict:
     settings = {"provider": provider, "threads": threads, "runs": runs, "warmup": WARMUP,
                 "interleaved": True, "input_shapes": {k: list(v) for k, v in shapes.items()},
                 "where": "in the driver, after every point finished"}
-    if len(timed) < 2:
-        return {**settings, "error": "no point passed: nothing to time"}
     try:
         document = benchmark([row["path"] for row in timed], providers=[provider],
                              threads=[threads], runs=runs, warmup=WARMUP,
@@ -139,6 +138,10 @@ def _measure(rows: list[dict], options: dict[str, Any], shapes: dict) -> dict:
         logger.warning("the sweep's latency measurement failed: %s", exc)
         return {**settings, "error": str(exc)}
     entry = next(r for r in document["results"] if r["status"] == "ok")
+    original, info = rows[0], document["models"][0]
+    if original["params"] is None:  # no point passed: the original's own numbers
+        original.update(params=info["params"], macs=info["macs"],
+                        size_bytes=info["file_bytes"], speedup=1.0)
     reference = entry["models"][0]["latency"]["p50_ms"]
     for row, model in zip(timed, entry["models"]):
         row["latency"] = model["latency"]
@@ -183,12 +186,13 @@ def sweep(model: str | os.PathLike[str], targets: Sequence[float],
         replies = executor.map(run_point, points, shared=shared, progress=progress,
                                keep_going=True)
     document = _document(model, points, replies, folder, options, shared.origins, how)
+    document["seconds"] = round(time.perf_counter() - started, 3)  # points + latency
     if html:
         from onnxprune.sweep.html import write_sweep_html
 
-        document["html"] = str(write_sweep_html(document, html))
-    document["seconds"] = round(time.perf_counter() - started, 3)
-    _write(folder / "sweep.json", json.dumps(document, indent=2).encode())
+        document["html"] = str(html)
+        write_sweep_html(document, html)
+    _write(folder / "sweep.json", json.dumps(document, indent=2, default=str).encode())
     return document
 
 
@@ -211,7 +215,7 @@ def _document(model: str | os.PathLike[str], points: list[Point], replies: list[
     return {
         "kind": "onnxprune.sweep", "schema_version": SWEEP_SCHEMA_VERSION,
         "version": __version__, "model": str(model), "folder": str(folder),
-        "targets": sorted({p.target for p in points}, key=[p.target for p in points].index),
+        "targets": list(dict.fromkeys(p.target for p in points)),
         "criteria": list(dict.fromkeys(p.criterion for p in points)),
         "metric": options.get("metric", "params"),
         "options": {k: v for k, v in options.items() if k not in ("target", "criterion")},
