@@ -41,10 +41,11 @@ from onnxprune.cli import compress as compress_cli
 from onnxprune.cli.common import emit_json, guard, stderr, stdout
 from onnxprune.cli.data_options import parse_floats
 from onnxprune.errors import SweepPointsError, UsageError
+from onnxprune.sweep.run import NOT_PER_POINT
 
-# compress options a sweep point cannot have (rule 1), and the sweep's own
-_NOT_PASSED = {"model", "config", "target", "criterion", "output", "as_json", "html_report",
-               "bench", "mobile", "work_dir", "resume"}
+# compress parameters the sweep does not pass on (rule 1): its own MODEL/--config/-o/--json,
+# the point's target and criterion, and the options a point cannot have
+_NOT_PASSED = {*compress_cli.CLI_ONLY, "target", "criterion", *NOT_PER_POINT}
 _SWEEP_KEYS = ("targets", "criteria")
 
 

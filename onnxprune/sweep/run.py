@@ -25,7 +25,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["SWEEP_SCHEMA_VERSION", "default_folder", "sweep"]
+__all__ = ["NOT_PER_POINT", "SWEEP_SCHEMA_VERSION", "default_folder", "sweep"]
 
 import json
 import logging
