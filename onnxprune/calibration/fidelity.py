@@ -31,11 +31,15 @@ read these metrics. Each graph output is compared through its head
 6. The outputs of both models are held in memory (the channel statistics of rule 3 need
    all of them): at most :data:`MAX_BYTES` of one model's outputs, so the first batches up
    to that size are compared (a log line says so).
+7. :func:`max_rel_diff` (not part of the summary; the evaluation table of sparsity/INT8
+   runs adds it): the largest absolute difference of the first head's output from the
+   reference's, divided by the reference's largest magnitude.
 """
 
 from __future__ import annotations
 
-__all__ = ["MAX_BYTES", "MAX_PARTS", "compare", "fidelity", "fidelity_heads", "outputs_on"]
+__all__ = ["MAX_BYTES", "MAX_PARTS", "compare", "fidelity", "fidelity_heads", "max_rel_diff",
+           "outputs_on"]
 
 import logging
 
@@ -245,3 +249,16 @@ def fidelity(model: onnx.ModelProto, reference: onnx.ModelProto, data: DataSourc
     expected, labels = outputs_on(reference, heads, data, batch_size)
     got, _ = outputs_on(model, heads, data, batch_size)
     return compare(got, expected, heads, labels)
+
+
+def max_rel_diff(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                 heads: list[OutputHead]) -> float | None:
+    """Rule 7 (``None`` without heads)."""
+    if not heads:
+        return None
+    first = heads[0].output
+    out, ref = np.asarray(outputs[first], np.float64), np.asarray(reference[first])
+    if not ref.size:
+        return 0.0
+    scale = max(float(np.abs(ref).max()), 1e-12)
+    return float(np.abs(out - ref).max() / scale)
