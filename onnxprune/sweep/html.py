@@ -25,6 +25,7 @@ from onnxprune.errors import OutputError
 from onnxprune.reporting.html import CSS
 from onnxprune.sweep.plots import pareto_plot
 
+_CSS = "td.error{text-align:left;max-width:32rem}"
 COLUMNS = ["point", "target", "criterion", "status", "achieved", "params", "MACs",
            "file bytes", "latency p50 (ms)", "speed-up", "task metric", "Pareto (latency)",
            "Pareto (size)", "error"]
@@ -57,8 +58,9 @@ def _table(document: dict) -> str:
     body = []
     for row in [document["original"], *document["points"]]:
         cls = ' class="bad"' if row["status"] == "failed" else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{_e(c)}</td>" for c in _cells(row))
-                    + "</tr>")
+        cells = _cells(row)
+        body.append(f"<tr{cls}>" + "".join(f"<td>{_e(c)}</td>" for c in cells[:-1])
+                    + f'<td class="error">{_e(cells[-1])}</td></tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -101,7 +103,7 @@ def render_sweep_html(document: dict, plots: bool = True) -> str:
     title = f"onnxprune sweep: {document['model']}"
     raw = json.dumps(document, indent=2, sort_keys=True, default=str)
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+            f"<title>{_e(title)}</title><style>{CSS}{_CSS}</style></head><body>"
             f"<h1>{_e(title)}</h1>{_summary(document)}"
             f"<h2>Pareto plots</h2>{_plots(document, plots)}"
             f"<h2>Points</h2>{_table(document)}"
