@@ -46,7 +46,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from onnxprune.training import ort as training_ort  # noqa: E402
-from onnxprune.training import trainer  # noqa: E402
+from onnxprune.training import setup as training_setup  # noqa: E402
 
 TORCH_PYTHON = "/work/venvs/torch/bin/python"
 
@@ -306,8 +306,8 @@ def _finetune(folder: pathlib.Path, threads: int, epochs: int = 3):
 
 @contextlib.contextmanager
 def _patched_options(**changes):
-    """``trainer.training_session_options`` with attributes / config entries changed."""
-    original = trainer.training_session_options
+    """``training_setup.training_session_options`` with attributes / config entries changed."""
+    original = training_setup.training_session_options
 
     def patched(threads, optimize="all"):
         options = original(threads, optimize)
@@ -318,11 +318,11 @@ def _patched_options(**changes):
                 setattr(options, key, value)
         return options
 
-    trainer.training_session_options = patched
+    training_setup.training_session_options = patched
     try:
         yield
     finally:
-        trainer.training_session_options = original
+        training_setup.training_session_options = original
 
 
 def experiment_settings(folder: pathlib.Path, threads: list[int]) -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "OnnxPruneError",
     "OutputError",
     "RuntimeMissingError",
+    "SweepPointsError",
     "UnreachableTargetError",
     "UnsupportedModelError",
     "UsageError",
@@ -41,6 +42,7 @@ class ExitCode(enum.IntEnum):
     OUTPUT = 9
     FROZEN = 10
     ACCURACY = 11
+    SWEEP_POINTS = 12  # onnxprune sweep: some points failed (every other point was written)
     INTERRUPTED = 130
 
 
@@ -114,3 +116,10 @@ class AccuracyDropError(OnnxPruneError):
     (``--max-drop``, default 0.05); nothing was written unless ``--accept-drop``."""
 
     exit_code = ExitCode.ACCURACY
+
+
+class SweepPointsError(OnnxPruneError):
+    """``onnxprune sweep``: one or more points failed; the passed points, the JSON and the
+    HTML page were written and every failed row names its own error and exit code."""
+
+    exit_code = ExitCode.SWEEP_POINTS

@@ -21,6 +21,20 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
+from onnxprune.choices import (
+    ALLOCATIONS,
+    CHANNEL_ORDERS,
+    CRITERIA,
+    DISTILL_FEATURES,
+    LAYOUTS,
+    LOSSES,
+    METRICS,
+    MODES,
+    OPTIMIZERS,
+    QUANTIZE,
+    RECOVER,
+    SCOPES,
+)
 from onnxprune.errors import UsageError
 
 
@@ -30,10 +44,10 @@ class CompressOptions(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     target: float | None = pydantic.Field(None, gt=0.0, lt=1.0)  # required unless mode n:m
-    metric: Literal["params", "flops", "latency"] = "params"
-    criterion: Literal["auto", "l1", "l2", "bn_scale", "fpgm", "random",
-                       "activation", "apoz", "taylor", "variation"] = "auto"
-    scope: Literal["global", "uniform"] = "global"
+    # the Literal choice sets are onnxprune.choices (one declaration, read by the CLI too)
+    metric: Literal[METRICS] = "params"
+    criterion: Literal[CRITERIA] = "auto"
+    scope: Literal[SCOPES] = "global"
     # None: multiples of 8 channels; "auto": the measured block (onnxprune.benchmark.round_probe)
     round_to: Annotated[int, pydantic.Field(ge=1)] | Literal["auto"] | None = None
     min_keep: float = pydantic.Field(0.1, ge=0.0)
@@ -53,22 +67,22 @@ class CompressOptions(pydantic.BaseModel):
     image_size: tuple[int, int] | None = None
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
-    layout: Literal["nchw", "nhwc"] = "nchw"
-    channel_order: Literal["rgb", "bgr"] = "rgb"
-    allocation: Literal["threshold", "sensitivity"] = "threshold"
+    layout: Literal[LAYOUTS] = "nchw"
+    channel_order: Literal[CHANNEL_ORDERS] = "rgb"
+    allocation: Literal[ALLOCATIONS] = "threshold"
     sensitivity_ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
-    recover: Literal["auto", "none", "bias", "lsq"] = "auto"
+    recover: Literal[RECOVER] = "auto"
     # -- end of calibration options
     # -- sparsity modes, progressive pruning, fine-tuning, INT8 quantization
     #    (onnxprune.sparsity, onnxprune.training, onnxprune.quantize)
-    mode: Literal["structured", "unstructured", "n:m"] = "structured"
+    mode: Literal[MODES] = "structured"
     nm: str = pydantic.Field("2:4", pattern=r"^\s*\d+\s*:\s*\d+\s*$")
-    quantize: Literal["none", "int8"] = "none"
+    quantize: Literal[QUANTIZE] = "none"
     steps: int | None = pydantic.Field(None, ge=1)  # None: 4 with --data (structured), else 1
     finetune_epochs: float | None = pydantic.Field(None, ge=0.0)  # None: 3 if steps > 1
     lr: float = pydantic.Field(1e-3, gt=0.0)
-    loss: Literal["distill", "ce", "mse"] = "distill"
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    loss: Literal[LOSSES] = "distill"
+    optimizer: Literal[OPTIMIZERS] = "adamw"
     temperature: float = pydantic.Field(4.0, gt=0.0)
     eval_data: str | None = None
     train_steps: int | None = pydantic.Field(None, ge=1)  # optimizer steps per fine-tuning
@@ -77,7 +91,7 @@ class CompressOptions(pydantic.BaseModel):
     work_dir: str | None = None  # progressive runs: default <output>.steps
     resume: bool = False
     allow_frozen: bool = False  # fine-tune even when > 10% of the weights cannot train
-    distill_features: Literal["auto", "on", "off"] = "auto"  # feature-map distillation
+    distill_features: Literal[DISTILL_FEATURES] = "auto"  # feature-map distillation
     accept_drop: bool = False  # write the result even when its held-out metric drops > budget
     # -- --metric latency (onnxprune.planning.latency, onnxprune.benchmark.latency_table)
     provider: str = "cpu"  # execution provider the latency is measured on

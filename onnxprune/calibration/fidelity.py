@@ -31,7 +31,10 @@ read these metrics. Each graph output is compared through its head
 6. The outputs of both models are held in memory (the channel statistics of rule 3 need
    all of them): at most :data:`MAX_BYTES` of one model's outputs, so the first batches up
    to that size are compared (a log line says so).
-7. :func:`prepare` computes the reference's side of rules 3-4 once (channel statistics,
+7. :func:`max_rel_diff` (not part of the summary; the evaluation table of sparsity/INT8
+   runs adds it): the largest absolute difference of the first head's output from the
+   reference's, divided by the reference's largest magnitude.
+8. :func:`prepare` computes the reference's side of rules 3-4 once (channel statistics,
    standardised tensor, parts); ``compare(..., prepared=...)`` then gives exactly the
    same metrics for every model compared with that reference (sensitivity compares
    dozens of configurations with one baseline batch).
@@ -40,7 +43,7 @@ read these metrics. Each graph output is compared through its head
 from __future__ import annotations
 
 __all__ = ["MAX_BYTES", "MAX_PARTS", "Prepared", "compare", "fidelity", "fidelity_heads",
-           "outputs_on", "prepare"]
+           "max_rel_diff", "outputs_on", "prepare"]
 
 import dataclasses
 import logging
@@ -192,7 +195,7 @@ def _kind(head: OutputHead, ref: np.ndarray) -> str:
 
 @dataclasses.dataclass
 class Prepared:
-    """The reference's side of rules 3-4 for one head (rule 7)."""
+    """The reference's side of rules 3-4 for one head (rule 8)."""
 
     kind: str
     ref: np.ndarray  # [N, C, rest] float64 (softmax heads: centred rows)
@@ -214,7 +217,7 @@ def _prepare_head(head: OutputHead, ref: np.ndarray) -> Prepared:
 
 
 def prepare(reference: dict[str, np.ndarray], heads: list[OutputHead]) -> dict[str, Prepared]:
-    """Rule 7: per head logits name, the reference's statistics."""
+    """Rule 8: per head logits name, the reference's statistics."""
     return {h.logits: _prepare_head(h, reference[h.logits]) for h in heads
             if h.logits in reference}
 
@@ -250,7 +253,7 @@ def compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
             heads: list[OutputHead], labels: np.ndarray | None,
             prepared: dict[str, Prepared] | None = None) -> dict:
     """Rules 1-5 on arrays keyed by tensor name (:func:`outputs_on` of both models);
-    ``prepared``: :func:`prepare` of ``reference`` (rule 7)."""
+    ``prepared``: :func:`prepare` of ``reference`` (rule 8)."""
     prepared = prepared or {}
     rows = [compare_head(h, outputs[h.logits], reference[h.logits], labels,
                          prepared.get(h.logits))
@@ -288,3 +291,16 @@ def fidelity(model: onnx.ModelProto, reference: onnx.ModelProto, data: DataSourc
     expected, labels = outputs_on(reference, heads, data, batch_size)
     got, _ = outputs_on(model, heads, data, batch_size)
     return compare(got, expected, heads, labels)
+
+
+def max_rel_diff(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                 heads: list[OutputHead]) -> float | None:
+    """Rule 7 (``None`` without heads)."""
+    if not heads:
+        return None
+    first = heads[0].output
+    out, ref = np.asarray(outputs[first], np.float64), np.asarray(reference[first])
+    if not ref.size:
+        return 0.0
+    scale = max(float(np.abs(ref).max()), 1e-12)
+    return float(np.abs(out - ref).max() / scale)

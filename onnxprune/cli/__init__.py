@@ -31,9 +31,9 @@ def main(verbose: int, debug: bool) -> None:
 
 
 def _register() -> None:
-    from onnxprune.cli import analyze, bench, compress, export_mobile, sensitivity
+    from onnxprune.cli import analyze, bench, compress, export_mobile, sensitivity, sweep
 
-    for module in (analyze, compress, bench, export_mobile, sensitivity):
+    for module in (analyze, compress, bench, export_mobile, sensitivity, sweep):
         main.add_command(module.command)
 
 

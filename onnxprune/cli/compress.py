@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["command"]
+__all__ = ["CLI_ONLY", "RENAMED", "command", "option_key", "option_names"]
 
 from typing import Any
 
@@ -10,31 +10,54 @@ import click
 from click.core import ParameterSource
 from rich.table import Table
 
-from onnxprune.cli.common import emit_json, guard, quiet_status, stdout
-from onnxprune.cli.data_options import (
-    DATA_OPTION_NAMES,
-    data_options,
-    input_shape_option,
-    parse_floats,
+from onnxprune.choices import (
+    ALLOCATIONS,
+    CRITERIA,
+    DISTILL_FEATURES,
+    LOSSES,
+    METRICS,
+    MODES,
+    OPTIMIZERS,
+    QUANTIZE,
+    RECOVER,
+    SCOPES,
 )
-from onnxprune.cli.executor_options import EXECUTOR_OPTION_NAMES, executor_options
+from onnxprune.cli.common import emit_json, guard, quiet_status, stdout
+from onnxprune.cli.data_options import data_options, input_shape_option, parse_floats
+from onnxprune.cli.executor_options import executor_options
 from onnxprune.cli.progress import step_progress
 from onnxprune.errors import UsageError
 
+# Parameters of the command that are not CompressOptions fields: MODEL and -o/--output
+# are the recipe's extra keys "model"/"output" (onnxprune.options.RECIPE_EXTRA_KEYS),
+# --config is the recipe itself, --json the output format. Every other parameter is a
+# field (tests/cli/test_options_equal.py).
+CLI_ONLY = ("model", "config", "output", "as_json")
 # CLI parameter name -> option key (only where they differ)
-_RENAMED = {"no_equivalence_check": "verify_equivalence"}
+RENAMED = {"no_equivalence_check": "verify_equivalence"}
+_INVERTED = ("no_equivalence_check",)  # flags that set their option to False
 
 
-def _explicit(ctx: click.Context, names: list[str]) -> dict[str, Any]:
+def option_names(cmd: click.Command) -> list[str]:
+    """The parameters of ``cmd`` that set compress options (all but :data:`CLI_ONLY`)."""
+    return [p.name for p in cmd.params if p.name and p.name not in CLI_ONLY]
+
+
+def option_key(name: str, value: Any) -> tuple[str, Any]:
+    """The option key and value that CLI parameter ``name`` with ``value`` sets."""
+    if name in _INVERTED:
+        value = not value
+    return RENAMED.get(name, name), value
+
+
+def _explicit(ctx: click.Context) -> dict[str, Any]:
     """Options the user typed (flags given on the command line override the recipe)."""
     given = {}
-    for name in names:
+    for name in option_names(ctx.command):
         if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
             continue
-        value = ctx.params[name]
-        if name == "no_equivalence_check":
-            value = not value
-        given[_RENAMED.get(name, name)] = value
+        key, value = option_key(name, ctx.params[name])
+        given[key] = value
     return given
 
 
@@ -61,15 +84,13 @@ class _RoundTo(click.ParamType):
                    "of Conv/Gemm/MatMul weights to zero).")
 @click.option("-o", "--output", type=click.Path(path_type=str),
               help="Output path (default: <model>.pruned.onnx).")
-@click.option("--metric", type=click.Choice(["params", "flops", "latency"]), default="params",
+@click.option("--metric", type=click.Choice(METRICS), default="params",
               show_default=True,
               help="latency: remove --target of the latency predicted from per-layer "
                    "timings on --provider with --threads (cached; checked after pruning).")
-@click.option("--criterion", type=click.Choice(["auto", "l1", "l2", "bn_scale", "fpgm", "random",
-                                               "activation", "apoz", "taylor", "variation"]),
-              default="auto", show_default=True,
+@click.option("--criterion", type=click.Choice(CRITERIA), default="auto", show_default=True,
               help="auto: taylor with --data, l1 without.")
-@click.option("--scope", type=click.Choice(["global", "uniform"]), default="global",
+@click.option("--scope", type=click.Choice(SCOPES), default="global",
               show_default=True)
 @click.option("--round-to", type=_RoundTo(), default=None,
               help="Keep every pruned channel count a multiple of N units (default: multiples "
@@ -94,13 +115,13 @@ class _RoundTo(click.ParamType):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 # -- calibration data, allocation, recovery (onnxprune.calibrated)
 @data_options
-@click.option("--allocation", type=click.Choice(["threshold", "sensitivity"]),
+@click.option("--allocation", type=click.Choice(ALLOCATIONS),
               default="threshold", show_default=True,
               help="sensitivity: per-group ratios from measured damage (needs --data).")
 @click.option("--ratios", "sensitivity_ratios", callback=parse_floats,
               default="0.1,0.3,0.5,0.7", show_default=True,
               help="Ratios measured for --allocation sensitivity.")
-@click.option("--recover", type=click.Choice(["auto", "none", "bias", "lsq"]), default="auto",
+@click.option("--recover", type=click.Choice(RECOVER), default="auto",
               show_default=True,
               help="Training-free recovery; auto: bias, or the better of bias/lsq on "
                    "--eval-data; data-free: bias on synthetic inputs.")
@@ -108,7 +129,7 @@ class _RoundTo(click.ParamType):
 # -- sparsity modes, progressive pruning, fine-tuning, INT8 quantization
 @click.option("--mode", callback=lambda ctx, param, value: _mode(value),
               default="structured", show_default=True,
-              metavar="[structured|unstructured|n:m|N:M]",
+              metavar=f"[{'|'.join(MODES)}|N:M]",
               help="structured: remove channels; unstructured: zero single weights "
                    "(--scope global|uniform=per layer); n:m: N:M pattern (--nm); "
                    "N:M (e.g. 2:4) is short for --mode n:m --nm N:M.")
@@ -136,14 +157,14 @@ class _RoundTo(click.ParamType):
               help="Continue an interrupted --steps run from its work dir.")
 @click.option("--lr", type=float, default=1e-3, show_default=True,
               help="Fine-tuning learning rate (cosine decay).")
-@click.option("--loss", type=click.Choice(["distill", "ce", "mse"]), default="distill",
+@click.option("--loss", type=click.Choice(LOSSES), default="distill",
               show_default=True,
               help="distill: learn the original model's outputs; ce/mse: the data's labels.")
-@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adamw",
               show_default=True)
 @click.option("--temperature", type=float, default=4.0, show_default=True,
               help="Distillation temperature for classifier outputs.")
-@click.option("--quantize", type=click.Choice(["none", "int8"]), default="none",
+@click.option("--quantize", type=click.Choice(QUANTIZE), default="none",
               show_default=True,
               help="int8: quantize after pruning (static QDQ with --data, else dynamic).")
 @click.option("--eval-data", type=click.Path(path_type=str),
@@ -156,7 +177,7 @@ class _RoundTo(click.ParamType):
 @click.option("--allow-frozen", is_flag=True,
               help="Fine-tune even when ONNX Runtime training cannot train more than 10% of "
                    "the prunable parameters (else exit 10).")
-@click.option("--distill-features", type=click.Choice(["auto", "on", "off"]), default="auto",
+@click.option("--distill-features", type=click.Choice(DISTILL_FEATURES), default="auto",
               show_default=True,
               help="Also distill the last feature map before the head (kept channels); "
                    "auto: off (it did not help on the digits fixtures, docs/finetune.md).")
@@ -183,17 +204,7 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     from onnxprune.options import build_options, load_recipe, merge_options
 
     recipe = load_recipe(config) if config else {}
-    names = ["target", "metric", "criterion", "scope", "round_to", "min_keep", "ignore", "seed",
-             "no_equivalence_check", "prune_hidden", "bench", "bench_runs", "html_report",
-             "mobile"]
-    names += [*DATA_OPTION_NAMES, "allocation", "sensitivity_ratios", "recover"]
-    names += ["mode", "nm", "quantize", "steps", "finetune_epochs", "lr", "loss", "optimizer",
-              "temperature", "eval_data", "train_steps", "max_drop", "holdout", "work_dir",
-              "resume", "accept_drop", "allow_frozen", "distill_features"]
-    names += ["provider", "threads", "latency_runs", "latency_cache"]
-    names += ["input_shape"]
-    names += EXECUTOR_OPTION_NAMES
-    options = build_options(merge_options(recipe, _explicit(ctx, names)))
+    options = build_options(merge_options(recipe, _explicit(ctx)))
     model = model or recipe.get("model")
     if not model:
         raise UsageError("no model given: pass MODEL or set 'model' in the recipe")
@@ -223,10 +234,9 @@ def _mode(value: str) -> str:
     """``--mode``: a mode name or the short form ``N:M`` (e.g. ``2:4``)."""
     import re
 
-    if value in ("structured", "unstructured", "n:m") or re.fullmatch(r"\d+:\d+", value):
+    if value in MODES or re.fullmatch(r"\d+:\d+", value):
         return value
-    raise click.BadParameter(f"{value!r} is not one of structured, unstructured, n:m or N:M "
-                             "(e.g. 2:4)")
+    raise click.BadParameter(f"{value!r} is not one of {', '.join(MODES)} or N:M (e.g. 2:4)")
 
 
 def _ratio(before: float, after: float) -> str:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["DATA_OPTION_NAMES", "data_options", "input_shape_option", "parse_floats",
-           "parse_input_shape", "parse_size"]
+__all__ = ["data_options", "input_shape_option", "parse_floats", "parse_input_shape",
+           "parse_size"]
 
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-# option keys these flags set (same names in CompressOptions and recipes)
-DATA_OPTION_NAMES = ["data", "batch_size", "max_samples", "image_size", "mean", "std", "layout",
-                     "channel_order"]
+from onnxprune.choices import CHANNEL_ORDERS, LAYOUTS
 
 
 def parse_floats(ctx: click.Context, param: click.Parameter, value: str | None,
@@ -58,9 +56,9 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "0.485,0.456,0.406."),
         click.option("--std", callback=parse_floats, default="1",
                      help="Image folders: per-channel std, e.g. 0.229,0.224,0.225."),
-        click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw",
+        click.option("--layout", type=click.Choice(LAYOUTS), default="nchw",
                      show_default=True, help="Image folders: the model's input layout."),
-        click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default="rgb",
+        click.option("--channel-order", type=click.Choice(CHANNEL_ORDERS), default="rgb",
                      show_default=True, help="Image folders: channel order the model expects."),
     ]
     for option in reversed(options):

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-__all__ = ["command"]
+__all__ = ["CLI_ONLY", "OWN_DEFAULTS", "RENAMED", "command"]
 
 from typing import Any
 
 import click
 from rich.table import Table
 
+from onnxprune.choices import SCORING_CRITERIA
 from onnxprune.cli.common import emit_json, guard, stdout
 from onnxprune.cli.data_options import data_options, input_shape_option, parse_floats
 from onnxprune.cli.executor_options import executor_options
 from onnxprune.cli.task_progress import task_progress
+
+# Every parameter but these is a compress option key (sensitivity_file passes them to
+# onnxprune.options.build_options; tests/cli/test_options_equal.py checks names, defaults
+# and choices against CompressOptions).
+CLI_ONLY = ("model", "output", "plot", "as_json", "samples")  # samples: sensitivity_file's own
+RENAMED = {"ratios": "sensitivity_ratios"}  # CLI parameter -> option key, where they differ
+# options whose default differs from compress's: the ranking criterion (compress: auto;
+# here one of SCORING_CRITERIA, auto excluded)
+OWN_DEFAULTS = ("criterion",)
 
 
 @click.command("sensitivity")
@@ -20,9 +30,8 @@ from onnxprune.cli.task_progress import task_progress
 @data_options
 @click.option("--ratios", callback=parse_floats, default="0.1,0.3,0.5,0.7", show_default=True,
               help="Fractions of each group's channels to remove.")
-@click.option("--criterion", type=click.Choice(["l1", "l2", "bn_scale", "fpgm", "random",
-                                               "activation", "apoz", "taylor", "variation"]),
-              default="l1", show_default=True, help="Which channels go first in each group.")
+@click.option("--criterion", type=click.Choice(SCORING_CRITERIA), default="l1",
+              show_default=True, help="Which channels go first in each group.")
 @click.option("--min-keep", type=float, default=0.1, show_default=True)
 @click.option("--round-to", type=int, default=None,
               help="Kept counts a multiple of N units (default: multiples of 8 channels).")

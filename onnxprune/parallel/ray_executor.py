@@ -4,7 +4,10 @@ A local instance (``workers=N``) is started with ``N`` CPUs, no dashboard and wo
 output kept out of the terminal, and shut down by :meth:`RayExecutor.close`; a cluster
 joined by ``address`` is left running (only this driver disconnects). Each task is one
 ``ray.remote`` call of ``fn`` with the object-store reference of ``shared``; results are
-collected with ``ray.wait`` so progress is reported as tasks finish.
+collected with ``ray.wait`` so progress is reported as tasks finish. A cluster that
+cannot be joined (not running, unreachable, token authentication, no ``ray[client]``
+for a ``ray://`` address) or a local instance that cannot start is exit 7 with what to
+check.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from onnxprune.errors import UsageError
+from onnxprune.errors import RuntimeMissingError, UsageError
 from onnxprune.parallel.executor import Progress, TaskFailure
 
 logger = logging.getLogger(__name__)
@@ -47,11 +50,11 @@ class RayExecutor:
                     "logging_level": logging.WARNING, "configure_logging": False}
         if address:
             logger.info("joining the Ray cluster at %s", address)
-            ray.init(address=address, **settings)
+            _init(ray, address, address=address, settings=settings)
             cpus = int(ray.cluster_resources().get("CPU", 1))
             return cls(ray, workers or cpus, owns_cluster=False)
         logger.info("starting a local Ray instance with %d workers", workers)
-        ray.init(num_cpus=workers, **settings)
+        _init(ray, None, num_cpus=workers, settings=settings)
         return cls(ray, int(workers), owns_cluster=True)
 
     def close(self) -> None:
@@ -87,6 +90,26 @@ class RayExecutor:
                     ray.cancel(ref)
                 raise failed[min(failed)]
         return results
+
+
+def _init(ray: Any, joining: str | None, *, settings: dict[str, Any], **kwargs: Any) -> None:
+    """``ray.init``; a cluster that cannot be joined or a local instance that cannot
+    start is a :class:`RuntimeMissingError` (exit 7) saying what to check."""
+    try:
+        ray.init(**kwargs, **settings)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        if ray.is_initialized():
+            ray.shutdown()
+        if joining:
+            hint = ("is it running (`ray start --head` on the head node) and reachable from "
+                    "here? A ray://host:PORT address needs the Ray client port (10001 by "
+                    "default) and ray[client] (part of onnxprune[distributed]); a cluster "
+                    "with token authentication needs RAY_AUTH_MODE=token and its token "
+                    "here; or drop --ray-address to run in process")
+            raise RuntimeMissingError(f"cannot join the Ray cluster at {joining}: {exc}; "
+                                      f"{hint}") from exc
+        raise RuntimeMissingError(f"cannot start a local Ray instance: {exc}; drop --workers "
+                                  "to run in process") from exc
 
 
 def _original(ray: Any, exc: BaseException) -> BaseException:

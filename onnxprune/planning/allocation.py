@@ -15,7 +15,8 @@ Rules:
    at most ``LEVELS`` per group.
 4. Then single steps back are taken while the target stays reached, largest damage
    saved first.
-5. Unreachable targets raise :class:`UnreachableTargetError` as the planner does.
+5. Unreachable targets raise :class:`UnreachableTargetError`: the planner's one check
+   (:meth:`~onnxprune.planning.planner.Searcher.require_reachable`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import numpy as np
 
 from onnxprune.analysis.groups import Analysis
 from onnxprune.calibration.sensitivity import Sensitivity
-from onnxprune.planning.alternatives import unreachable_error
-from onnxprune.planning.planner import Plan, PlanOptions, _Searcher
+from onnxprune.planning.planner import Plan, PlanOptions, Searcher
 
 LEVELS = 24
 
@@ -44,6 +44,8 @@ def _interpolate(points: list[tuple[int, float]], counts: list[int]) -> dict[int
 
 
 def _levels(counts: list[int]) -> list[int]:
+    """At most ``LEVELS`` of ``counts``, always with the first and the last (so the
+    maximum stays the planner's)."""
     if len(counts) <= LEVELS:
         return counts
     picks = np.unique(np.linspace(0, len(counts) - 1, LEVELS).round().astype(int))
@@ -54,15 +56,13 @@ def make_sensitivity_plan(analysis: Analysis, scores: np.ndarray, options: PlanO
                           sensitivity: Sensitivity) -> Plan:
     """Apply rules 1-5."""
     options.validate()
-    search = _Searcher(analysis, scores, options)
+    search = Searcher(analysis, scores, options)
+    maximum = search.require_reachable()
     levels, damage = [], []
     for opts, _ in search.groups:
         candidates = _levels(opts.counts)
         levels.append(candidates)
         damage.append(_interpolate(sensitivity.curve(opts.group.index), candidates))
-    maximum = search.achieved([lv[-1] for lv in levels])
-    if maximum + 1e-9 < options.target:
-        raise unreachable_error(analysis, options, maximum)
     position = [0] * len(levels)
     counts = [0] * len(levels)
     current = 0.0

@@ -31,8 +31,8 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_ROUND_CHANNELS", "GroupOptions", "Plan", "PlanOptions", "group_options",
-           "make_plan", "reachable_maximum"]
+__all__ = ["DEFAULT_ROUND_CHANNELS", "GroupOptions", "Plan", "PlanOptions", "Searcher",
+           "group_options", "make_plan", "reachable_maximum"]
 
 import dataclasses
 import itertools
@@ -189,7 +189,18 @@ def _normalise(group: Group, scores: np.ndarray) -> np.ndarray:
     return local / mean if mean > 0 else local
 
 
-class _Searcher:
+class Searcher:
+    """The feasible plans of one analysis under one set of options, and how to search them.
+
+    ``groups`` pairs every prunable group's :class:`GroupOptions` (rule 3) with its
+    normalised scores (rule 2); a plan is a list of removal counts, one per group, each
+    one of that group's feasible counts. :meth:`achieved` measures a plan with the cost
+    model; :meth:`maximum_counts` is the plan removing the most (every group at its
+    largest feasible count) and :meth:`require_reachable` the one reachability check
+    (rule 5) of every planner in this package. The search steps (rule 4) are
+    :meth:`counts_at`, :meth:`refine`, :meth:`polish` and :meth:`exact`.
+    """
+
     def __init__(self, analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> None:
         self.analysis = analysis
         self.options = options
@@ -198,6 +209,24 @@ class _Searcher:
             (_group_options(g, _normalise(g, scores), options), _normalise(g, scores))
             for g in analysis.prunable_groups
         ]
+
+    def maximum_counts(self) -> list[int]:
+        """Every group at its largest feasible removal count."""
+        return [opts.counts[-1] for opts, _ in self.groups]
+
+    def maximum(self) -> float:
+        """The most of ``options.metric`` rule 3 lets go."""
+        return self.achieved(self.maximum_counts())
+
+    def require_reachable(self) -> float:
+        """Rule 5: the maximum, or :class:`UnreachableTargetError` (naming the options that
+        would reach more) when ``options.target`` is above it."""
+        maximum = self.maximum()
+        if maximum + 1e-9 < self.options.target:
+            from onnxprune.planning.alternatives import unreachable_error  # imports this module
+
+            raise unreachable_error(self.analysis, self.options, maximum)
+        return maximum
 
     def removal(self, counts: list[int]) -> np.ndarray:
         removed = np.zeros(self.analysis.num_units, dtype=bool)
@@ -314,7 +343,7 @@ class _Searcher:
 def group_options(analysis: Analysis, scores: np.ndarray, options: PlanOptions,
                   ) -> list[GroupOptions]:
     """Feasible removal counts and unit order (rule 3) of every prunable group."""
-    return [opts for opts, _ in _Searcher(analysis, scores, options).groups]
+    return [opts for opts, _ in Searcher(analysis, scores, options).groups]
 
 
 def reachable_maximum(analysis: Analysis, options: PlanOptions,
@@ -323,20 +352,14 @@ def reachable_maximum(analysis: Analysis, options: PlanOptions,
     each Split/Slice part is protected; without them every unit scores alike."""
     if scores is None:
         scores = np.zeros(analysis.num_units)
-    search = _Searcher(analysis, scores, options)
-    return search.achieved([opts.counts[-1] for opts, _ in search.groups])
+    return Searcher(analysis, scores, options).maximum()
 
 
 def make_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> Plan:
     """Pick the removed units (see module docstring)."""
     options.validate()
-    search = _Searcher(analysis, scores, options)
-    maximum_counts = [opts.counts[-1] for opts, _ in search.groups]
-    maximum = search.achieved(maximum_counts)
-    if maximum + 1e-9 < options.target:
-        from onnxprune.planning.alternatives import unreachable_error  # imports this module
-
-        raise unreachable_error(analysis, options, maximum)
+    search = Searcher(analysis, scores, options)
+    maximum = search.require_reachable()
     knobs = search.knobs()
     lo, hi = 0, len(knobs) - 1
     while lo < hi:
@@ -354,7 +377,7 @@ def make_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions) -> P
         else:
             counts = search.polish(counts, options.target)
     elif search.achieved(counts) + 1e-12 < options.target:
-        counts = maximum_counts
+        counts = search.maximum_counts()
     removed = search.removal(counts)
     kept = {opts.group.index: opts.group.size - c for (opts, _), c in zip(search.groups, counts)}
     return Plan(removed, search.achieved(counts), options.metric, kept, maximum)

@@ -13,6 +13,9 @@ does the same: a ReduceMean over that axis is rescaled by ``C / C_kept`` (its ma
 input is zero at removed positions) and a LayerNormalization over it is replaced
 by the same normalisation written out with the mask.
 
+Boolean tracked tensors (a comparison of channels, read by ``Where``) are masked with
+``And`` (a removed position is ``False``), numeric ones with ``Mul``.
+
 Quantized tensors (outputs of QuantizeLinear) are not masked: the float tensor
 entering QuantizeLinear is, and a zero quantizes to the zero point, which
 DequantizeLinear maps back to exactly zero.
@@ -49,7 +52,7 @@ def masked_model(original: onnx.ModelProto, masks: dict[str, tuple[int, int, np.
     model = onnx.ModelProto()
     model.CopyFrom(original)
     graph = model.graph
-    dtypes = _elem_types(model)
+    dtypes = _elem_types(model, set(masks))
     quantized = {out for node in graph.node if node.op_type == "QuantizeLinear"
                  for out in node.output}
     masks = {name: mask for name, mask in masks.items() if name not in quantized}
@@ -62,10 +65,12 @@ def masked_model(original: onnx.ModelProto, masks: dict[str, tuple[int, int, np.
     for name, (axis, rank, keep) in masks.items():
         shape = [1] * rank
         shape[axis] = len(keep)
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(dtypes.get(name, onnx.TensorProto.FLOAT))
+        elem = dtypes.get(name, onnx.TensorProto.FLOAT)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
         mask = numpy_helper.from_array(keep.astype(dtype).reshape(shape), f"{name}__mask")
         graph.initializer.append(mask)
-        new_nodes.append(helper.make_node("Mul", [name, mask.name], [renames[name]]))
+        op = "And" if elem == onnx.TensorProto.BOOL else "Mul"  # Mul has no bool kernel
+        new_nodes.append(helper.make_node(op, [name, mask.name], [renames[name]]))
     _insert_after_producers(graph, new_nodes)
     _kept_channel_norms(model, masks)
     return model
@@ -155,11 +160,29 @@ def _masked_layer_norm(model, node, source, mask, opset) -> list[onnx.NodeProto]
     return nodes
 
 
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+def _elem_types(model: onnx.ModelProto, wanted: set[str] | None = None) -> dict[str, int]:
+    """Element types by value name; names in ``wanted`` the model does not declare are
+    inferred on a weightless copy (initializers as typed inputs)."""
     types = {}
     for info in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
         if info.type.HasField("tensor_type"):
             types[info.name] = info.type.tensor_type.elem_type
+    if wanted and not wanted <= types.keys():
+        light = onnx.ModelProto(ir_version=model.ir_version)
+        light.opset_import.extend(model.opset_import)
+        light.functions.extend(model.functions)
+        light.graph.node.extend(model.graph.node)
+        light.graph.input.extend(model.graph.input)
+        light.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims)
+                                 for t in model.graph.initializer if t.name not in types)
+        light.graph.output.extend(model.graph.output)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light).graph.value_info
+        except Exception:  # an uninferable graph keeps the float default
+            inferred = []
+        for info in inferred:
+            if info.type.HasField("tensor_type") and info.name not in types:
+                types[info.name] = info.type.tensor_type.elem_type
     return types
 
 

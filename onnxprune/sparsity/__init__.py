@@ -7,9 +7,9 @@ Entry points: :func:`sparsify` (masks, schedule, fine-tuning on an ``onnx.ModelP
 
 from __future__ import annotations
 
+from onnxprune.planning.schedule import cubic_schedule
 from onnxprune.sparsity.masks import apply_masks, magnitude_masks, nm_masks
 from onnxprune.sparsity.progressive import SparseSettings, SparsifyResult, sparsify
-from onnxprune.sparsity.schedule import cubic_schedule
 from onnxprune.sparsity.weights import PrunableWeight, prunable_weights
 
 __all__ = ["PrunableWeight", "SparseSettings", "SparsifyResult", "apply_masks",

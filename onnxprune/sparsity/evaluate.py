@@ -3,11 +3,13 @@
 Rules:
 
 1. Every model runs on the same evaluation data.
-2. Fidelity to the original: the metrics of :mod:`onnxprune.calibration.fidelity` (per
-   output head, on the logits of Softmax/Sigmoid heads: ``accuracy`` with labels,
-   ``agreement``, ``kl``, standardised ``cosine``/``rel_mse``, per output in
-   ``outputs``). ``max_rel_diff``: largest absolute difference of the first output from
-   the original's divided by the original's largest magnitude.
+2. Each row (:func:`evaluation_row`) holds the fidelity to the original: the metrics of
+   :mod:`onnxprune.calibration.fidelity`, the one fidelity module (per output head, on
+   the logits of Softmax/Sigmoid heads: ``accuracy`` with labels, ``agreement``, ``kl``,
+   standardised ``cosine``/``rel_mse``, per output in ``outputs``; no
+   ``reference_accuracy``: the first row is the reference), plus its ``max_rel_diff``
+   (largest absolute difference of the first output from the original's divided by the
+   original's largest magnitude).
 3. ``file_bytes`` and ``gzip_bytes`` (gzip level 9 of the .onnx file, what a zip or
    gzip download of the model weighs; zeros compress, dense weights do not).
 4. With ``bench``: single-thread CPU latency, every model timed interleaved run by run
@@ -16,7 +18,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["compare_models", "fidelity", "gzip_size", "heads_for", "model_outputs"]
+__all__ = ["compare_models", "evaluation_row", "gzip_size", "heads_for", "model_outputs"]
 
 import gzip
 import logging
@@ -25,7 +27,7 @@ import pathlib
 import numpy as np
 import onnx
 
-from onnxprune.calibration.fidelity import compare, fidelity_heads, outputs_on
+from onnxprune.calibration.fidelity import compare, fidelity_heads, max_rel_diff, outputs_on
 from onnxprune.data import DataSource
 
 logger = logging.getLogger(__name__)
@@ -54,16 +56,14 @@ def heads_for(original: onnx.ModelProto, model: str | pathlib.Path | onnx.ModelP
     return fidelity_heads(original, _proto(model))
 
 
-def fidelity(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
-             labels: np.ndarray | None, heads: list) -> dict:
-    """Rule 2."""
+def evaluation_row(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                   labels: np.ndarray | None, heads: list) -> dict:
+    """Rule 2: one model's fidelity metrics in the evaluation table."""
     row = compare(outputs, reference, heads, labels)
     row.pop("reference_accuracy", None)
-    if heads:
-        first = heads[0].output
-        out, ref = np.asarray(outputs[first], np.float64), np.asarray(reference[first])
-        scale = max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-12)
-        row["max_rel_diff"] = float(np.abs(out - ref).max() / scale) if ref.size else 0.0
+    diff = max_rel_diff(outputs, reference, heads)
+    if diff is not None:
+        row["max_rel_diff"] = diff
     return row
 
 
@@ -82,7 +82,7 @@ def compare_models(models: dict[str, pathlib.Path], data: DataSource, *, batch_s
             model_outputs(path, data, batch_size, heads)[0]
         rows.append({"model": name, "file_bytes": path.stat().st_size,
                      "gzip_bytes": gzip_size(path),
-                     **fidelity(output, reference, labels, heads)})
+                     **evaluation_row(output, reference, labels, heads)})
     result = {"data": origin or data.origin, "samples": data.num_samples,
               "labels": labels is not None, "models": rows}
     if bench:

@@ -56,7 +56,7 @@ from onnxprune.reporting.report import report_path, write_report
 from onnxprune.rewrite.verify import verify
 from onnxprune.sparsity.evaluate import (
     compare_models,
-    fidelity,
+    evaluation_row,
     gzip_size,
     heads_for,
     model_outputs,
@@ -216,7 +216,7 @@ def _step_evaluator(inputs: _Inputs, options: CompressOptions):
     def evaluate(proto: onnx.ModelProto) -> dict:
         heads = heads_for(inputs.original, proto)
         output, _ = model_outputs(proto, inputs.evaluation, options.batch_size, heads)
-        return fidelity(output, reference, labels, heads)
+        return evaluation_row(output, reference, labels, heads)
 
     return evaluate
 

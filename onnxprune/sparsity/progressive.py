@@ -5,7 +5,7 @@ Rules:
 1. The target of mode ``unstructured`` is the fraction of *prunable weights* (see
    :mod:`onnxprune.sparsity.weights`) that are zero; mode ``n:m`` has the fixed target
    ``(M - N) / M`` on the layers it can pattern.
-2. ``steps`` steps follow the cubic schedule (:mod:`onnxprune.sparsity.schedule`): in
+2. ``steps`` steps follow the cubic schedule (:mod:`onnxprune.planning.schedule`): in
    mode ``unstructured`` the sparsity grows to the target; in mode ``n:m`` the
    fraction of N:M groups grows to 1. Each step recomputes magnitude masks on the
    current weights (masks only grow), zeroes the masked weights and, with fine-tuning
@@ -28,9 +28,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxprune.planning.schedule import cubic_schedule
 from onnxprune.sparsity.finetune import FinetuneSettings, finetune_masked
 from onnxprune.sparsity.masks import apply_masks, magnitude_masks, nm_masks
-from onnxprune.sparsity.schedule import cubic_schedule
 from onnxprune.sparsity.weights import PrunableWeight, prunable_weights
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ what would train without training, ``first_step`` runs one optimizer step.
 
 from __future__ import annotations
 
+from onnxprune.planning.schedule import cubic_schedule
 from onnxprune.training.finetune import FinetuneResult, finetune, first_step, trainability
-from onnxprune.training.schedule import cubic_schedule
 
 __all__ = ["FinetuneResult", "cubic_schedule", "finetune", "first_step", "trainability"]

@@ -1,8 +1,9 @@
 """Fine-tuning jobs that stop before training: what would train, and one step.
 
-1. :func:`inspect_job`: steps 1-4 of :mod:`onnxprune.training.trainer` (loss plan,
-   legalization, artifacts, ORT sessions) and the trainable share, frozen nodes and
-   loss terms; ``allow_frozen`` is implied so a low share is returned, not raised.
+1. :func:`inspect_job`: steps 1-4 of :mod:`onnxprune.training.trainer`
+   (:mod:`onnxprune.training.setup`: loss plan, legalization, artifacts, ORT sessions)
+   and the trainable share, frozen nodes and loss terms; ``allow_frozen`` is implied so
+   a low share is returned, not raised.
 2. :func:`first_step_job`: additionally one optimizer step on the first batch in data
    order: the loss, each trained parameter's gradient norm and update norm.
 """
@@ -14,7 +15,8 @@ __all__ = ["first_step_job", "inspect_job"]
 import numpy as np
 
 from onnxprune.training.ort import scratch_folder
-from onnxprune.training.trainer import Job, Report, _Setup, lr_at
+from onnxprune.training.settings import Job, Report, lr_at
+from onnxprune.training.setup import TrainingSetup
 
 
 def inspect_job(job: Job, report: Report) -> dict:
@@ -22,7 +24,7 @@ def inspect_job(job: Job, report: Report) -> dict:
     job.settings.validate()
     job.settings.allow_frozen = True
     with scratch_folder() as folder:
-        setup = _Setup(job, folder, report)
+        setup = TrainingSetup(job, folder, report)
         return {"trainable_share": setup.share, "frozen_nodes": setup.legal.frozen_nodes,
                 "rewritten": setup.legal.rewritten, "loss": setup.plan.to_dict(),
                 "trainable": setup.trainable, "notes": setup.notes}
@@ -32,7 +34,7 @@ def first_step_job(job: Job, report: Report) -> dict:
     """Rule 2 (benchmarks/finetune_vs_framework.py compares it with the framework)."""
     job.settings.validate()
     with scratch_folder() as folder:
-        setup = _Setup(job, folder, report)
+        setup = TrainingSetup(job, folder, report)
         module, state, optimizer = setup.module, setup.state, setup.optimizer
         feeds = {**setup.first, **setup.plan.feeds(
             setup.teacher(setup.first) if setup.teacher else {}, setup.first_labels)}

@@ -16,8 +16,8 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["TrainingArtifacts", "build_artifacts", "import_training", "runtime_ready",
-           "training_available"]
+__all__ = ["OPTIMIZERS", "TrainingArtifacts", "build_artifacts", "import_training",
+           "runtime_ready", "training_available"]
 
 import contextlib
 import dataclasses
@@ -40,6 +40,7 @@ from onnxprune.graph.runtime import runtime_limits
 logger = logging.getLogger(__name__)
 
 ADAM_EPS = 1e-8  # torch.optim.AdamW / paddle.optimizer.AdamW default
+OPTIMIZERS = ("adamw", "sgd")  # the optimizers _optimizer_block builds (onnxprune.choices)
 
 MISSING = ("fine-tuning needs the ONNX Runtime training build: pip install "
            "'onnxprune[train]' (onnxruntime-training-cpu 1.19.2, Python 3.8-3.12 on Linux "
@@ -174,7 +175,7 @@ def _optimizer_block(name: str, weight_decay: float) -> Any:
         return onnxblock.optim.AdamW(eps=ADAM_EPS, weight_decay=weight_decay)
     if name == "sgd":
         return onnxblock.optim.SGD()
-    raise UnsupportedModelError(f"unknown optimizer {name!r} (adamw, sgd)")
+    raise UnsupportedModelError(f"unknown optimizer {name!r} ({', '.join(OPTIMIZERS)})")
 
 
 def build_artifacts(model: onnx.ModelProto, trainable: list[str], frozen: list[str],

@@ -65,7 +65,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxprune.errors import OnnxPruneError, UnreachableTargetError, UsageError
-from onnxprune.training.schedule import cubic_schedule, step_target
+from onnxprune.planning.schedule import cubic_schedule, step_target
 from onnxprune.training.share import finetune_row
 from onnxprune.training.workdir import WorkDir
 

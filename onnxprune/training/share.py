@@ -1,7 +1,7 @@
 """The trainable share of a fine-tuning run and what it adds to a progressive step row.
 
 1. :func:`trainable_share`: parameters (elements) trained of those the user did not
-   freeze; below :data:`onnxprune.training.trainer.MIN_TRAINABLE` the trainer stops
+   freeze; below :data:`onnxprune.training.setup.MIN_TRAINABLE` the trainer stops
    with :class:`onnxprune.errors.FrozenError` (exit 10) unless ``allow_frozen``.
 2. :func:`share_line` is the line the CLI, the notes and the report show.
 3. :func:`finetune_row`: the flat values a step row gets from a fine-tuning summary.

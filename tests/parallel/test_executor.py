@@ -85,3 +85,32 @@ def test_local_ray_equals_in_process():
     import ray
 
     assert not ray.is_initialized()  # the local instance was shut down
+
+
+class _RefusingRay:
+    """A ``ray`` module whose ``init`` fails as an unreachable cluster does."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kwargs):
+        raise self.error
+
+
+@pytest.mark.parametrize("address, error, match", [
+    ("ray://head:10001", ConnectionError("ray client connection timeout"),
+     r"cannot join the Ray cluster at ray://head:10001: ray client connection timeout; .*"
+     r"ray start --head"),
+    ("10.0.0.1:6379", RuntimeError("InvalidAuthToken"), "RAY_AUTH_MODE=token"),
+    (None, RuntimeError("no space left on /dev/shm"),
+     "cannot start a local Ray instance: no space left.*drop --workers")],
+    ids=["client_timeout", "token_auth", "local_start"])
+def test_ray_that_cannot_start_or_join_is_exit_7_with_what_to_check(address, error, match):
+    from onnxprune.parallel.ray_executor import RayExecutor
+
+    with pytest.raises(RuntimeMissingError, match=match) as info:
+        RayExecutor.start(_RefusingRay(error), workers=None if address else 2, address=address)
+    assert info.value.exit_code == ExitCode.RUNTIME_MISSING

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import html.parser
-import shutil
-import subprocess
 
 import pytest
 
 from onnxprune.errors import DataError
 from onnxprune.reporting.html import render_html, write_html
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from tests.chromium import needs_chromium, render_in_chromium
 
 
 class _Refs(html.parser.HTMLParser):
@@ -78,22 +75,11 @@ def test_invalid_report_is_a_data_error(full_report):
         render_html(dict(full_report, achieved="half"))
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install "
-                                             "chromium)")
+@needs_chromium
 def test_page_renders_in_headless_chromium_without_console_errors(full_report, tmp_path):
     page = render_html(full_report)
-    # a probe (added to this copy only) writes the image decode result into the title
-    probe = ('<script>window.addEventListener("load",()=>{const i=[...document.images];'
-             'document.title="images:"+i.length+":broken:"+i.filter(x=>!x.complete||'
-             'x.naturalWidth===0).length;})</script></body>')
-    path = tmp_path / "probe.html"
-    path.write_text(page.replace("</body>", probe), encoding="utf-8")
-    proc = subprocess.run(
-        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
-         "--v=0", "--virtual-time-budget=5000", "--dump-dom", path.as_uri()],
-        capture_output=True, text=True, timeout=90, check=False)
+    proc, console = render_in_chromium(page, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []
     assert f"<title>images:{page.count('<img ')}:broken:0</title>" in proc.stdout
 

@@ -17,8 +17,8 @@ from onnx import numpy_helper
 
 from onnxprune.compress import compress
 from onnxprune.errors import RuntimeMissingError, UsageError
+from onnxprune.planning.schedule import cubic_schedule
 from onnxprune.reporting.schema import validate_report
-from onnxprune.sparsity.schedule import cubic_schedule
 from tests.builders import GraphBuilder
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

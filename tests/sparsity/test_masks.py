@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from onnxprune.planning.schedule import cubic_schedule
 from onnxprune.sparsity.masks import apply_masks, magnitude_masks, nm_masks
-from onnxprune.sparsity.schedule import cubic_schedule
 from onnxprune.sparsity.weights import prunable_weights
 from tests.builders import GraphBuilder
 

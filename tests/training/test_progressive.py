@@ -13,9 +13,9 @@ from onnxprune.cli import main
 from onnxprune.compress import compress
 from onnxprune.errors import ExitCode, RuntimeMissingError
 from onnxprune.graph import runtime
+from onnxprune.planning.schedule import step_target
 from onnxprune.reporting.schema import validate_report
 from onnxprune.training import cubic_schedule
-from onnxprune.training.schedule import step_target
 from tests.calibration.models import DIGITS, DIGITS_TEST, DIGITS_TRAIN
 
 ORIGINAL_ACCURACY = 0.987

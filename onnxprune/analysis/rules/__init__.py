@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from onnxprune.analysis.rules import (
+    axis_moves,
+    concat,
     conv,
     einsum,
     elementwise,
+    gather,
     linear,
     norm,
     pooling,
     quant,
     recurrent,
-    shape_ops,
+    reshape,
+    resizing,
+    slicing,
 )
 
-__all__ = ["conv", "einsum", "elementwise", "linear", "norm", "pooling", "quant", "recurrent",
-           "shape_ops"]
+__all__ = ["axis_moves", "concat", "conv", "einsum", "elementwise", "gather", "linear", "norm",
+           "pooling", "quant", "recurrent", "reshape", "resizing", "slicing"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["attr_int", "attr_ints", "axes_arg", "channel_first_ok", "const_ints", "norm_axis"]
+__all__ = ["attr_int", "attr_ints", "axes_arg", "channel_first_ok", "const_ints", "norm_axis",
+           "static_dim"]
 
 import numpy as np
 import onnx_ir as ir
@@ -55,3 +56,9 @@ def channel_first_ok(ctx: AnalysisContext, node: ir.Node, layout: Layout | None)
                               f"but the pruned axis is {layout.axis}")
         return False
     return True
+
+
+def static_dim(ctx: AnalysisContext, value: ir.Value | None, axis: int) -> int | None:
+    """The static size of ``value`` on ``axis``; ``None`` when unknown."""
+    shape = ctx.shape(value)
+    return None if shape is None or axis >= len(shape) else shape[axis]

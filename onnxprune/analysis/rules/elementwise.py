@@ -6,10 +6,12 @@ Cases:
 2. Broadcasting ops (Add, Mul, Where, Sum ...): tracked inputs are aligned to the
    output rank (numpy rules). Tracked inputs on the same aligned axis are merged
    (residual Add: both sides lose the same channels); on different axes they are
-   blocked. An untracked input that broadcasts (size 1 on that axis, if need be
-   learnt from the runtime probe of static dims) is fine; a
-   constant with the full channel count is coupled (sliced); any other tensor
-   with those channels blocks the layout.
+   blocked. A tracked input one channel wide (a spatial attention map) broadcasts
+   over the others: it is not merged, and its channel is kept. An untracked input
+   that broadcasts (size 1 on that axis, if need be learnt from the runtime probe
+   of static dims) is fine; a constant with the full channel count is coupled
+   (sliced); any other tensor with those channels blocks the layout. A tracked
+   input or the output of unknown rank blocks (the axes cannot be aligned).
 3. PRelu: a per-channel slope is a broadcast constant, handled as in case 2.
 """
 
@@ -55,8 +57,13 @@ class BroadcastRule(OpRule):
         tracked = [(i, ctx.layout(v)) for i, v in enumerate(node.inputs) if ctx.layout(v)]
         if not tracked:
             return
+        if max(len(layout) for _, layout in tracked) > 1:
+            tracked = self._broadcast_single(ctx, tracked)
         if out_rank is None:
             ctx.block_inputs(node, f"{describe(node)}: output rank unknown")
+            return
+        if any(ctx.rank(node.inputs[i]) is None for i, _ in tracked):
+            ctx.block_inputs(node, f"{describe(node)}: input rank unknown")
             return
         aligned = {layout.axis + out_rank - ctx.rank(node.inputs[i]) for i, layout in tracked}
         if len(aligned) != 1:
@@ -73,6 +80,15 @@ class BroadcastRule(OpRule):
             if not self._other_operand(node, ctx, index, value, axis, out_rank, ref):
                 return
         ctx.set_layout(out, axis, ref)
+
+    @staticmethod
+    def _broadcast_single(ctx, tracked):
+        """Case 2: a tracked operand one channel wide broadcasts over the others; it is
+        kept (a tensor of zero channels cannot broadcast) and handled as untracked."""
+        for _, layout in tracked:
+            if len(layout) == 1:
+                ctx.require_nonempty(layout.ids)
+        return [(i, layout) for i, layout in tracked if len(layout) > 1]
 
     @staticmethod
     def _other_operand(node, ctx, index, value, axis, out_rank, ref) -> bool:

@@ -12,6 +12,8 @@ Cases:
    oracle's masked twin computes the same statistics).
 3. GroupNormalization mixes channels within groups: blocked with the reason.
 4. LpNormalization over the channel axis: blocked; over another axis: passes.
+5. LayerNormalization/LpNormalization of an input whose rank is unknown: blocked
+   (the normalised axes cannot be compared with the channel axis).
 """
 
 from __future__ import annotations
@@ -50,7 +52,10 @@ class LayerNormRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
-        if layout is None or rank is None:
+        if layout is None:
+            return
+        if rank is None:
+            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
             return
         axis = norm_axis(attr_int(node, "axis", -1), rank)
         if ctx.prune_hidden and axis == layout.axis == rank - 1:
@@ -93,7 +98,10 @@ class LpNormRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
-        if layout is None or rank is None:
+        if layout is None:
+            return
+        if rank is None:
+            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
             return
         if layout.axis == norm_axis(attr_int(node, "axis", -1), rank):
             ctx.block(layout.ids, f"{describe(node)} normalises over the channel axis")

@@ -12,6 +12,8 @@ Cases:
 3. Softmax/LogSoftmax/Hardmax: a layout on the normalised axis (or, before
    opset 13, on any axis from ``axis`` on) is blocked; otherwise it passes.
 4. Shape/Size read only the shape: nothing is blocked, nothing propagates.
+5. A Reduce* or Softmax-family input whose rank is unknown: blocked (the reduced or
+   normalised axes cannot be compared with the channel axis).
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ class ReduceRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
-        if layout is None or rank is None:
+        if layout is None:
+            return
+        if rank is None:
+            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
             return
         axes = axes_arg(ctx, node, 1, _REDUCE_AXES_INPUT_SINCE[node.op_type])
         if axes == "dynamic":
@@ -87,7 +92,10 @@ class SoftmaxRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
-        if layout is None or rank is None:
+        if layout is None:
+            return
+        if rank is None:
+            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
             return
         default = -1 if ctx.opset >= 13 else 1
         axis = norm_axis(attr_int(node, "axis", default), rank)

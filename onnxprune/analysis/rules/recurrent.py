@@ -35,7 +35,7 @@ import onnx_ir as ir
 from onnxprune.analysis.context import AnalysisContext, describe
 from onnxprune.analysis.registry import OpRule, register
 from onnxprune.analysis.rules.common import attr_int
-from onnxprune.analysis.rules.shape_ops import locate_shape_entry, patch_shape_entry
+from onnxprune.analysis.rules.shape_tensors import constant_entry, patch_shape_entry
 
 _STATE_INPUTS = (5, 6)  # initial_h, initial_c
 _PASS_THROUGH = ("Slice", "Identity", "Cast")
@@ -133,13 +133,7 @@ def _zeros_shape(state: ir.Value, hidden: int) -> tuple[ir.Node, int] | None:
         value = node.attributes.get("value")
         if value is not None and np.any(value.value.numpy()):
             return None
-    shape_value = node.inputs[index]
-    where = locate_shape_entry(shape_value, 2)
-    if isinstance(where, str):
-        return None
-    consumer, piece, position = where
-    source = shape_value if consumer is None else consumer.inputs[piece]
-    if int(np.ravel(source.const_value.numpy())[position]) != hidden:
+    if constant_entry(node.inputs[index], 2) != hidden:
         return None
     return node, index
 
