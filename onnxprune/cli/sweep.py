@@ -44,8 +44,10 @@ from onnxprune.errors import SweepPointsError, UsageError
 from onnxprune.sweep.run import NOT_PER_POINT
 
 # compress parameters the sweep does not pass on (rule 1): its own MODEL/--config/-o/--json,
-# the point's target and criterion, and the options a point cannot have
-_NOT_PASSED = {*compress_cli.CLI_ONLY, "target", "criterion", *NOT_PER_POINT}
+# the point's target and criterion, the options a point cannot have, and --workers /
+# --ray-address, which the sweep itself takes (they dispatch the points)
+_NOT_PASSED = {*compress_cli.CLI_ONLY, "target", "criterion", *NOT_PER_POINT,
+               "workers", "ray_address"}
 _SWEEP_KEYS = ("targets", "criteria")
 
 
