@@ -18,12 +18,18 @@ is only call overhead):
    importance, data-free, no recovery, no fine-tuning; the probe and the latency table
    are measured once per model and then read from the cache, and what they cost is in
    the rows);
-2. time the original and all pruned variants **interleaved in one process**
-   (``onnxprune.benchmark.benchmark``: ``--provider``, ``--threads``, ``--runs`` runs after
-   5 warm-up runs), ``--repeats`` times in separate batches; a row's ``measured`` is the
-   ratio of median latencies pruned/original per batch, and ``auto_over_8`` the ratio of
-   the auto plan's median latency to the default plan's at the same metric and target
-   (below 1: auto is faster; ``block_over_8`` likewise);
+2. time the original and all pruned variants **interleaved in one process**, run by run
+   (``onnxprune.benchmark.measure_interleaved`` on sessions like ``onnxprune bench``'s:
+   ``--provider``, ``--threads``, graph optimization ``all``; 5 warm-up rounds, then as
+   many rounds as fit in ``--seconds``, at least ``--runs``, at most ``--max-runs``),
+   ``--repeats`` times in separate batches; a row's ``measured`` is the ratio of median
+   latencies pruned/original per batch, and ``auto_over_8`` the median (and quartiles)
+   over the runs of a batch of the per-run ratio of the auto plan's latency to the
+   default plan's in the same round (below 1: auto is faster; ``block_over_8``
+   likewise). Per-run pairs cancel the load swings of a shared machine that a ratio of
+   medians over a whole batch does not. A byte-identical copy of the original runs in
+   every batch too: ``control_copy_over_original`` (the same statistic, copy/original)
+   is the noise of the method in that batch;
 3. on the digits models also the test accuracy (``fixtures/data/digits_test.npz``).
 
 A ``--provider`` the installed ONNX Runtime lacks (``cuda`` on a CPU build) exits with
@@ -36,6 +42,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 
@@ -49,14 +56,16 @@ from mobile_like import build as build_mobile
 from resnet50_like import build as build_resnet
 
 from onnxprune.analysis import analyze
-from onnxprune.benchmark import benchmark, select_providers
+from onnxprune.benchmark import measure_interleaved, select_providers
 from onnxprune.benchmark.latency_check import plan_latency
+from onnxprune.benchmark.latency_slices import default_input_shapes
 from onnxprune.benchmark.latency_table import LatencySettings
 from onnxprune.benchmark.layer_steps import auto_group_round
 from onnxprune.benchmark.round_probe import auto_block
+from onnxprune.benchmark.session import make_runner, open_session
 from onnxprune.errors import OnnxPruneError, RuntimeMissingError
 from onnxprune.graph import load_model
-from onnxprune.graph.runtime import import_ort, to_runtime_proto
+from onnxprune.graph.runtime import dummy_inputs, import_ort, to_runtime_proto
 from onnxprune.importance import score_units
 from onnxprune.planning import CostModel, PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan
@@ -134,31 +143,55 @@ def _accuracy(path: str) -> float:
     return round(float((logits.argmax(-1) == data["labels"]).mean()), 4)
 
 
+def _paired(samples: list[float], reference: list[float]) -> dict:
+    """Median and quartiles of the per-run ratios ``samples[k] / reference[k]``."""
+    ratios = np.asarray(samples) / np.asarray(reference)
+    q25, q50, q75 = (round(float(v), 4) for v in np.percentile(ratios, [25, 50, 75]))
+    return {"median": q50, "q25": q25, "q75": q75}
+
+
+def _batch(paths: list, args: argparse.Namespace, shapes: dict) -> tuple[list, int]:
+    """One interleaved batch: per-model samples (seconds) and the number of runs."""
+    ort = import_ort()
+    choice = select_providers([args.provider], ort)[0]
+    sessions = [open_session(ort, str(p), choice, args.threads) for p in paths]
+    feeds = dummy_inputs(sessions[0], seed=0, shapes=shapes)
+    runners = [make_runner(ort, s, choice, feeds) for s in sessions]
+    warm = measure_interleaved(runners, 5)
+    per_round = sum(float(np.median(w)) for w in warm)
+    runs = int(min(args.max_runs, max(args.runs, args.seconds / max(per_round, 1e-6))))
+    return measure_interleaved(runners, runs), runs
+
+
 def _time(source: pathlib.Path, rows: list[dict], args: argparse.Namespace,
           shapes: dict | None) -> None:
     """Step 2: every written plan and the original, interleaved, ``--repeats`` batches."""
     timed = [r for r in rows if "path" in r]
+    shapes = shapes or default_input_shapes(onnx.load(source))
     for row in timed:
         row["measured"], row["speedup_quartiles"] = [], []
-    bases = []
+    by_plan = {(r["metric"], r["target"], r["round_to"]): i for i, r in enumerate(timed)}
+    bases, runs, control = [], [], []
+    copy = pathlib.Path(timed[0]["path"]).with_name(f"copy.{source.name}") if timed else None
+    if copy is not None:
+        shutil.copyfile(source, copy)
     for _ in range(args.repeats):
-        report = benchmark([source, *[r["path"] for r in timed]], providers=[args.provider],
-                           threads=[args.threads], batch=None if shapes else [1],
-                           input_shapes=shapes, runs=args.runs, warmup=5, memory=False)
-        (config,) = [r for r in report["results"] if r["status"] == "ok"]
-        base = config["models"][0]["latency"]["p50_ms"]
-        bases.append(base)
-        for row, model, speed in zip(timed, config["models"][1:], config["speedup"][1:]):
-            row["measured"].append(round(model["latency"]["p50_ms"] / base, 4))
-            row["speedup_quartiles"].append(speed["paired"])
-    by_plan = {(r["metric"], r["target"], r["round_to"]): r for r in timed}
-    for (metric, target, rounding), row in by_plan.items():
-        default = by_plan.get((metric, target, "8"))
-        if rounding != "8" and default is not None:
-            row[f"{rounding}_over_8"] = [round(a / b, 4) for a, b in
-                                         zip(row["measured"], default["measured"])]
+        samples, count = _batch([source, copy, *[r["path"] for r in timed]], args, shapes)
+        runs.append(count)
+        base = float(np.median(samples[0]))
+        bases.append(round(base * 1e3, 4))
+        control.append(_paired(samples[1], samples[0]))
+        for i, row in enumerate(timed):
+            mine = samples[i + 2]
+            row["measured"].append(round(float(np.median(mine)) / base, 4))
+            row["speedup_quartiles"].append(_paired(samples[0], mine))
+            default = by_plan.get((row["metric"], row["target"], "8"))
+            if row["round_to"] != "8" and default is not None:
+                row.setdefault(f"{row['round_to']}_over_8", []).append(
+                    _paired(mine, samples[default + 2]))
     for row in rows:
-        row["original_p50_ms"] = bases
+        row["original_p50_ms"], row["runs"] = bases, runs
+        row["control_copy_over_original"] = control
 
 
 def _model(name: str, args: argparse.Namespace, tmp: pathlib.Path) -> list[dict]:
@@ -193,7 +226,10 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--targets", default="0.3,0.5",
                         type=lambda s: [float(v) for v in s.split(",")])
-    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=60, help="at least this many runs")
+    parser.add_argument("--max-runs", type=int, default=400)
+    parser.add_argument("--seconds", type=float, default=40.0,
+                        help="runs per batch: as many as fit in about this time")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--table-runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
