@@ -34,7 +34,8 @@ class CompressOptions(pydantic.BaseModel):
     criterion: Literal["auto", "l1", "l2", "bn_scale", "fpgm", "random",
                        "activation", "apoz", "taylor", "variation"] = "auto"
     scope: Literal["global", "uniform"] = "global"
-    # None: multiples of 8 channels; "auto": measured per group (onnxprune.benchmark.layer_steps)
+    # None: multiples of 8 channels (metric latency: "auto"); "auto": measured per group
+    # (onnxprune.benchmark.layer_steps, onnxprune.planning.round_auto)
     round_to: Annotated[int, pydantic.Field(ge=1)] | Literal["auto"] | None = None
     min_keep: float = pydantic.Field(0.1, ge=0.0)
     ignore: tuple[str, ...] = ()

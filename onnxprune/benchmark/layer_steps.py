@@ -178,7 +178,8 @@ def describe(info: dict) -> str:
     """The note a compress run carries about ``--round-to auto`` (rule 4)."""
     groups = ", ".join(f"{n} at the default 8" if block == "default" else f"{n} x {block}"
                        for block, n in info.get("groups_by_block", {}).items())
-    return (f"--round-to auto: channel multiples per group measured on {info['provider']}, "
+    return (f"--round-to auto{info.get('why', '')}: channel multiples per group measured on "
+            f"{info['provider']}, "
             f"{info['threads']} thread(s): {groups or 'no prunable group'}; probe cost "
             f"{info['points_measured']} points timed in {info['seconds']:.1f} s, "
             f"{info['points_cached']} read from the cache ({info['cache']})")

@@ -30,12 +30,18 @@ Rules:
    attention group keep a head count whose channels are a multiple of the block).
    A layer axis shared by several groups (Concat) lands on a multiple of the block
    when every part does.
+6. ``auto`` is the default rounding (``round_to`` unset) for the metrics in
+   ``AUTO_DEFAULT_METRICS``: ``latency``, whose plans already depend on measurements on
+   the provider and where auto was never slower than multiples of 8 channels in
+   ``benchmarks/bench_round_auto.py``. ``flops`` keeps multiples of 8 (auto was slower
+   on two of ten plans there: docs/benchmarks.md) and so does ``params`` (a size
+   target: its plans must not depend on the machine).
 """
 
 from __future__ import annotations
 
-__all__ = ["CANDIDATES", "JUMP", "MIN_MS", "PROBE_COUNTS", "SLOPE", "axis_block", "group_blocks",
-           "group_round", "layer_blocks", "step_edges"]
+__all__ = ["AUTO_DEFAULT_METRICS", "CANDIDATES", "JUMP", "MIN_MS", "PROBE_COUNTS", "SLOPE",
+           "axis_block", "group_blocks", "group_round", "layer_blocks", "step_edges"]
 
 import logging
 
@@ -45,6 +51,7 @@ from onnxprune.planning.latency_model import LayerSpec
 
 logger = logging.getLogger(__name__)
 
+AUTO_DEFAULT_METRICS = ("latency",)
 CANDIDATES = (2, 4, 8, 16, 32)
 SLOPE = 0.5
 JUMP = 1.0

@@ -141,3 +141,30 @@ def test_compress_round_to_auto_plans_per_group(tmp_path, calls):
     assert "points timed" in note and str(tmp_path / "cache") in note
     assert after["c1"] % 16 == 0 and after["c2"] % 4 == 0 and after["c2"] < 32
     assert result.achieved >= 0.5
+
+
+def test_auto_is_the_default_for_latency_only(tmp_path, calls, monkeypatch):
+    """``--metric latency`` without ``--round-to`` probes; ``flops`` and ``params`` keep
+    multiples of 8 channels and time nothing."""
+    from onnxprune.benchmark import latency_check
+    from onnxprune.compress import compress
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_chain(), path)
+    for metric in ("flops", "params"):
+        result = compress(path, 0.5, metric=metric, output=tmp_path / f"{metric}.onnx",
+                          report=False)
+        assert not calls and not any("--round-to auto" in n for n in result.notes)
+        assert all(r["after"] % 8 == 0 for r in result.layers if r["layer"] != "c3")
+    seen = {}
+
+    def plan_latency(original, analysis, scores, plan_options, settings, shapes=None,
+                     **kwargs):  # the table itself is tested elsewhere: only the options
+        seen["group_round"] = plan_options.group_round
+        raise RuntimeMissingError("stop here")
+
+    monkeypatch.setattr(latency_check, "plan_latency", plan_latency)
+    with pytest.raises(RuntimeMissingError, match="stop here"):
+        compress(path, 0.5, metric="latency", output=tmp_path / "l.onnx",
+                 latency_cache=str(tmp_path / "cache"), report=False)
+    assert calls and seen["group_round"] == (("c1", 16), ("c2", 4))
