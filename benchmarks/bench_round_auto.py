@@ -216,6 +216,7 @@ def _model(name: str, args: argparse.Namespace, tmp: pathlib.Path) -> list[dict]
 
 
 def _check_provider(provider: str) -> None:
+    """A provider the build lacks is a RuntimeMissingError (exit 7) naming the build."""
     choice = select_providers([provider], import_ort())[0]
     if not choice.available:
         raise RuntimeMissingError(f"--provider {provider}: {choice.reason}")
