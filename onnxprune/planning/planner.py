@@ -36,6 +36,7 @@ __all__ = ["DEFAULT_ROUND_CHANNELS", "GroupOptions", "Plan", "PlanOptions", "gro
            "make_plan", "reachable_maximum"]
 
 import dataclasses
+import functools
 import itertools
 import math
 
@@ -85,7 +86,7 @@ class PlanOptions:
             return self.round_to
         channels = DEFAULT_ROUND_CHANNELS
         if self.group_round:
-            measured = dict(self.group_round)
+            measured = _as_dict(self.group_round)
             found = [measured[s.node] for s in group.sources if s.node in measured]
             channels = max(found) if found else channels
         return channels // math.gcd(channels, max(group.unit_size, 1))
@@ -96,6 +97,11 @@ class PlanOptions:
         if self.round_to is None:
             return f"round_to={DEFAULT_ROUND_CHANNELS} channels (the default)"
         return f"round_to={self.round_to}"
+
+
+@functools.lru_cache(maxsize=8)
+def _as_dict(pairs: tuple[tuple[str, int], ...]) -> dict[str, int]:
+    return dict(pairs)
 
 
 @dataclasses.dataclass
