@@ -34,7 +34,7 @@ Rules:
    ``AUTO_DEFAULT_METRICS``: ``latency``, whose plans already depend on measurements on
    the provider and where auto was never slower than multiples of 8 channels in
    ``benchmarks/bench_round_auto.py``. ``flops`` keeps multiples of 8 (auto was slower
-   on two of ten plans there: docs/benchmarks.md) and so does ``params`` (a size
+   on two of 14 plans there: docs/benchmarks.md) and so does ``params`` (a size
    target: its plans must not depend on the machine).
 """
 
