@@ -1,7 +1,8 @@
 """``--metric latency`` against ``--metric flops``: predicted and measured latency, kept importance.
 
     python benchmarks/bench_latency.py [--models resnet50,mobilenetv2,digits]
-        [--targets 0.3,0.5] [--runs 40] [--table-runs 20] [--threads 1] [--json out.json]
+        [--targets 0.3,0.5] [--runs 40] [--table-runs 20] [--threads 1] [--provider cpu]
+        [--json out.json]
 
 For the full-width ResNet-50-like (``benchmarks/resnet50_like.py``) and MobileNetV2-like
 (``benchmarks/mobile_like.py``) graphs at 1x3x224x224, and for the pretrained digits
@@ -40,11 +41,13 @@ from mobile_like import build as build_mobile
 from resnet50_like import build as build_resnet
 
 from onnxprune.analysis import analyze
-from onnxprune.benchmark import benchmark
+from onnxprune.benchmark import benchmark, select_providers
 from onnxprune.benchmark.latency_check import plan_latency
 from onnxprune.benchmark.latency_table import LatencySettings
 from onnxprune.benchmark.round_probe import auto_block
+from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import load_model
+from onnxprune.graph.runtime import import_ort
 from onnxprune.importance import score_units
 from onnxprune.planning import CostModel, PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan
@@ -102,7 +105,7 @@ def _prune(path: pathlib.Path, metric: str, target: float, out: pathlib.Path,
 
 def _time(paths: list[pathlib.Path], rows: list[dict], args: argparse.Namespace,
           shapes: dict | None) -> float:
-    report = benchmark(paths, providers=["cpu"], threads=[args.threads],
+    report = benchmark(paths, providers=[args.provider], threads=[args.threads],
                        batch=None if shapes else [1], input_shapes=shapes, runs=args.runs,
                        warmup=5, memory=False)
     (config,) = [r for r in report["results"] if r["status"] == "ok"]
@@ -128,7 +131,7 @@ def _accuracy(path: str) -> float:
 def _model(name: str, args: argparse.Namespace, tmp: pathlib.Path) -> list[dict]:
     source = _source(name, tmp)
     shapes = SHAPES.get(name)
-    settings = LatencySettings(threads=args.threads, runs=args.table_runs,
+    settings = LatencySettings(provider=args.provider, threads=args.threads, runs=args.table_runs,
                                cache=str(tmp / "cache"))
     plans = [("latency", t, None) for t in args.targets] + [("flops", 0.5, None)]
     if args.round_auto:  # --round-to auto against the default multiples of 8
@@ -166,10 +169,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--table-runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--provider", default="cpu",
+                        help="execution provider (cuda, ...); absent from the build: exit 7")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--round-auto", action="store_true",
                         help="also plan latency/flops 0.5 with --round-to auto (measured block)")
     args = parser.parse_args()
+    try:  # a provider the build lacks: exit 7 with the reason
+        select_providers([args.provider], import_ort())
+    except OnnxPruneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(int(exc.exit_code))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         for name in args.models.split(","):

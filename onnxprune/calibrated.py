@@ -48,6 +48,7 @@ from onnxprune.importance import score_units
 from onnxprune.importance.data_criteria import DATA_CRITERIA, data_criterion
 from onnxprune.options import CompressOptions
 from onnxprune.planning import Plan, PlanOptions, make_plan
+from onnxprune.planning.round_auto import AUTO_DEFAULT_METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -106,25 +107,35 @@ class Calibration:
     def plan_options(self) -> PlanOptions:
         options = dataclasses.replace(self.options.plan_options(),
                                       reference_sizes=self.reference_sizes)
-        if self.options.round_to == "auto":  # onnxprune.benchmark.round_probe
-            options = dataclasses.replace(options, round_to=self._auto_round())
+        if self.round_auto:  # per group: onnxprune.benchmark.layer_steps
+            options = dataclasses.replace(options, round_to=None,
+                                          group_round=self.__dict__.get("auto_round", ()))
         return options
 
-    def _auto_round(self) -> int | None:
+    @property
+    def round_auto(self) -> bool:
+        """``--round-to auto``, asked for or the default of ``--metric latency``."""
+        options = self.options
+        return options.round_to == "auto" or (options.round_to is None
+                                               and options.metric in AUTO_DEFAULT_METRICS)
+
+    def _auto_round(self, analysis: Analysis, original: onnx.ModelProto) -> None:
         if "auto_round" not in self.__dict__:
             from onnxprune.benchmark.latency_check import settings_of
-            from onnxprune.benchmark.round_probe import auto_block
+            from onnxprune.benchmark.layer_steps import auto_group_round, describe
+            from onnxprune.graph.runtime import to_runtime_proto
 
-            probe = auto_block(settings_of(self.options))
-            self.__dict__["auto_round"] = probe["block"]
-            self.notes.append(
-                f"--round-to auto: {probe['block'] or 'no block found, multiples of 8'} "
-                f"(channel step edges measured on {probe['provider']}, {probe['threads']} "
-                f"thread(s); {probe['cache']})")
-        return self.__dict__["auto_round"]
+            pairs, info = auto_group_round(to_runtime_proto(original), analysis,
+                                           settings_of(self.options), self.input_shapes)
+            self.__dict__["auto_round"] = pairs
+            if self.options.round_to is None:
+                info["why"] = f" (the default with --metric {self.options.metric})"
+            self.notes.append(describe(info))
 
     def plan(self, analysis: Analysis, scores: np.ndarray, original: onnx.ModelProto) -> Plan:
         options = self.options
+        if self.round_auto:
+            self._auto_round(analysis, original)
         if options.metric == "latency":
             return self._latency_plan(analysis, scores, original)
         if options.allocation != "sensitivity":

@@ -48,7 +48,8 @@ class CompressOptions(pydantic.BaseModel):
     metric: Literal[METRICS] = "params"
     criterion: Literal[CRITERIA] = "auto"
     scope: Literal[SCOPES] = "global"
-    # None: multiples of 8 channels; "auto": the measured block (onnxprune.benchmark.round_probe)
+    # None: multiples of 8 channels (metric latency: "auto"); "auto": measured per group
+    # (onnxprune.benchmark.layer_steps, onnxprune.planning.round_auto)
     round_to: Annotated[int, pydantic.Field(ge=1)] | Literal["auto"] | None = None
     min_keep: float = pydantic.Field(0.1, ge=0.0)
     ignore: tuple[str, ...] = ()

@@ -10,7 +10,16 @@ Rules:
    provider, threads and input shapes (:func:`onnxprune.benchmark.compare`) and adds
    the measured ratio pruned/original (of median latencies) and the ratio of
    predicted to measured pruned latency.
-3. The section (``latency`` in the result, the report and ``--json``)::
+3. ``plan_latency_step`` is rule 1 for a step of a progressive run: the table
+   measured once on the original model (``latency_table``) becomes the step model's
+   (:func:`~onnxprune.planning.latency_steps.step_table`, nothing measured), and the
+   plan options' ``target``, a fraction of the ORIGINAL predicted latency (the
+   schedule's cumulative target), becomes the step's own
+   (:func:`~onnxprune.planning.latency_steps.step_target`). The section's
+   ``predicted`` ratios are relative to the original; ``step`` holds the step's own
+   target and predicted latencies. A step model already at its target gets an empty
+   plan.
+4. The section (``latency`` in the result, the report and ``--json``)::
 
        {"provider", "threads", "input_shapes", "target",
         "predicted": {"original_ms", "pruned_ms", "ratio"},
@@ -21,7 +30,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["check_latency", "plan_latency", "settings_of"]
+__all__ = ["check_latency", "plan_latency", "plan_latency_step", "settings_of"]
 
 import logging
 import os
@@ -64,6 +73,51 @@ def plan_latency(original: onnx.ModelProto, analysis, scores: np.ndarray, plan_o
         "measured": None, "predicted_over_measured": None,
         "cache": info["cache"], "cache_hit": info["cache_hit"],
         "table": {**table.summary(), "layers": table.layers},
+    }
+    return plan, section
+
+
+def plan_latency_step(table, step_model: onnx.ModelProto, analysis, scores: np.ndarray,
+                      plan_options, shapes: dict[str, tuple[int, ...]] | None = None,
+                      cache: str = "") -> tuple[Any, dict]:
+    """Rule 3: the step's latency plan on the original's ``table``; no measurement.
+
+    ``step_model`` is the proto of the step model ``analysis`` was built on; the
+    ``plan_options.target`` is cumulative, in terms of the original predicted latency;
+    ``cache`` is the original table's file (``latency_table``'s ``info["cache"]``)."""
+    import dataclasses
+
+    from onnxprune.benchmark.latency_slices import default_input_shapes, value_shapes
+    from onnxprune.graph.runtime import to_runtime_proto
+    from onnxprune.planning.latency import LatencyPlan, make_latency_plan
+    from onnxprune.planning.latency_model import layer_specs
+    from onnxprune.planning.latency_steps import step_table, step_target
+
+    proto = to_runtime_proto(step_model)
+    shapes = {k: tuple(v) for k, v in (shapes or table.input_shapes
+                                       or default_input_shapes(proto)).items()}
+    specs = layer_specs(analysis, value_shapes(proto, shapes))
+    step = step_table(table, specs)
+    target = step_target(table.whole_ms, step.whole_ms, plan_options.target)
+    if target > 0:
+        plan = make_latency_plan(analysis, scores, dataclasses.replace(plan_options,
+                                                                       target=target),
+                                 step, specs)
+    else:
+        kept = {g.index: g.size for g in analysis.prunable_groups}
+        plan = LatencyPlan(np.zeros(analysis.num_units, dtype=bool), 0.0, "latency", kept,
+                           0.0, original_ms=step.whole_ms, predicted_ms=step.whole_ms)
+    section = {
+        "provider": table.provider, "threads": table.threads,
+        "input_shapes": table.input_shapes, "target": plan_options.target,
+        "predicted": {"original_ms": round(table.whole_ms, 4),
+                      "pruned_ms": round(plan.predicted_ms, 4),
+                      "ratio": round(plan.predicted_ms / table.whole_ms, 4)},
+        "step": {"target": round(target, 6), "before_ms": round(step.whole_ms, 4),
+                 "unmatched_layers": step.meta["unmatched"]},
+        "measured": None, "predicted_over_measured": None,
+        "cache": cache, "cache_hit": True,
+        "table": {**step.summary(), "layers": step.layers},
     }
     return plan, section
 

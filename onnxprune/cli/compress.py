@@ -94,8 +94,9 @@ class _RoundTo(click.ParamType):
               show_default=True)
 @click.option("--round-to", type=_RoundTo(), default=None,
               help="Keep every pruned channel count a multiple of N units (default: multiples "
-                   "of 8 channels; --round-to 1 for any count; auto: the channel block the "
-                   "--provider's kernels step at, measured).")
+                   "of 8 channels, auto with --metric latency; --round-to 1 for any count; "
+                   "auto: per group, the channel block its layers' kernels step at on "
+                   "--provider, measured).")
 @click.option("--min-keep", type=float, default=0.1, show_default=True,
               help="Per-group floor: fraction (<1) or count (>=1) of channels kept.")
 @click.option("--ignore", multiple=True, help="Glob of node/initializer names to keep whole.")

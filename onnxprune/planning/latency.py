@@ -27,7 +27,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["LatencyCost", "LatencyPlan", "make_latency_plan"]
+__all__ = ["LatencyCost", "LatencyPlan", "axis_groups", "make_latency_plan"]
 
 import dataclasses
 import itertools
@@ -75,8 +75,8 @@ class LatencyCost:
             node = nodes.get(spec.name)
             if node is None or spec.name not in table.layers:
                 continue
-            axes = (_axis(analysis, node.inputs[0], spec.in_axis, spec.c_in, position),
-                    _axis(analysis, node.outputs[0], spec.out_axis, spec.c_out, position))
+            axes = (axis_groups(analysis, node.inputs[0], spec.in_axis, spec.c_in, position),
+                    axis_groups(analysis, node.outputs[0], spec.out_axis, spec.c_out, position))
             index = len(self.layers)
             self.layers.append((spec.name, *axes))
             for g in set(axes[0].per_group) | set(axes[1].per_group):
@@ -112,7 +112,10 @@ class LatencyCost:
             self.layer_ms[i] = value
 
 
-def _axis(analysis: Analysis, value, axis: int, full: int, position: dict[int, int]) -> _Axis:
+def axis_groups(analysis: Analysis, value, axis: int, full: int, position: dict[int, int]
+                ) -> _Axis:
+    """The groups whose units sit on ``value``'s ``axis``: group position (``position``
+    maps a group index to it) -> channels per local unit."""
     layout = analysis.ctx.layout(value)
     per_group: dict[int, np.ndarray] = {}
     if layout is None or layout.axis != axis:

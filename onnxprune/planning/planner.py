@@ -15,8 +15,9 @@ Rules:
    groups keep multiples of 8 units, head groups multiples of ``8 / gcd(8, head
    width)`` heads (any head count for heads of 8, 16, 64 ... channels); odd counts
    fall off the blocked SIMD kernels and make pruned models slower
-   (``benchmarks/bench_round_to.py``). Grouped-conv groups keep the same count in
-   every block.
+   (``benchmarks/bench_round_to.py``). ``group_round`` (``--round-to auto``) replaces
+   the 8 by a measured channel multiple for the groups it lists. Grouped-conv groups
+   keep the same count in every block.
 4. ``scope="global"``: one threshold over all normalised scores; each group
    removes its units scoring below it (as far as rule 3 allows).
    ``scope="uniform"``: the same ratio removed from every group.
@@ -35,6 +36,7 @@ __all__ = ["DEFAULT_ROUND_CHANNELS", "GroupOptions", "Plan", "PlanOptions", "Sea
            "group_options", "make_plan", "reachable_maximum"]
 
 import dataclasses
+import functools
 import itertools
 import math
 
@@ -60,6 +62,10 @@ class PlanOptions:
     # (source node, width in units) that a fractional min_keep refers to instead of the
     # group's current width (progressive pruning passes the original model's widths)
     reference_sizes: tuple[tuple[str, int], ...] = ()
+    # (source node, channel multiple) per group: ``--round-to auto``'s measured step
+    # edges of the group's own layers (onnxprune.planning.round_auto); used when
+    # ``round_to`` is None, for the groups with a listed source
+    group_round: tuple[tuple[str, int], ...] = ()
 
     def validate(self) -> None:
         if not 0.0 < self.target < 1.0:
@@ -78,13 +84,24 @@ class PlanOptions:
         """The multiple of units every kept count of ``group`` must be (rule 3)."""
         if self.round_to is not None:
             return self.round_to
-        return DEFAULT_ROUND_CHANNELS // math.gcd(DEFAULT_ROUND_CHANNELS,
-                                                  max(group.unit_size, 1))
+        channels = DEFAULT_ROUND_CHANNELS
+        if self.group_round:
+            measured = _as_dict(self.group_round)
+            found = [measured[s.node] for s in group.sources if s.node in measured]
+            channels = max(found) if found else channels
+        return channels // math.gcd(channels, max(group.unit_size, 1))
 
     def describe_round_to(self) -> str:
+        if self.round_to is None and self.group_round:
+            return "round_to=auto (measured step edges per group)"
         if self.round_to is None:
             return f"round_to={DEFAULT_ROUND_CHANNELS} channels (the default)"
         return f"round_to={self.round_to}"
+
+
+@functools.lru_cache(maxsize=8)
+def _as_dict(pairs: tuple[tuple[str, int], ...]) -> dict[str, int]:
+    return dict(pairs)
 
 
 @dataclasses.dataclass
