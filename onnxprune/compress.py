@@ -20,7 +20,7 @@ from collections.abc import Callable
 import onnx
 import onnx_ir as ir
 
-from onnxprune import __version__
+from onnxprune._version import __version__
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.calibrated import open_calibration
 from onnxprune.calibration.accuracy import check_accuracy

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from onnxprune import __version__
+from onnxprune._version import __version__
 from onnxprune.benchmark.inputs import batch_of, parse_shape_specs, resolve_shapes
 from onnxprune.benchmark.memory import METHOD, peak_memory
 from onnxprune.benchmark.providers import CPU, ProviderChoice, check_session, select_providers
