@@ -35,7 +35,7 @@ def command(model: str, ratios: tuple[float, ...], output: str | None, plot: str
             as_json: bool, **options: Any) -> None:
     """Prune each prunable group of MODEL alone at each ratio; measure the damage on --data
     (synthetic inputs without it): KL/cosine to the original outputs, accuracy with labels."""
-    from onnxprune.sensitivity import plot_sensitivity, sensitivity_file, write_json
+    from onnxprune.pipeline.sensitivity import plot_sensitivity, sensitivity_file, write_json
 
     with quiet_status("measuring...", not as_json):
         result = sensitivity_file(model, ratios=ratios, **options)

@@ -17,13 +17,13 @@ import pathlib
 import onnx_ir as ir
 
 from onnxprune.analysis import analyze
-from onnxprune.calibrated import open_calibration
 from onnxprune.calibration.sensitivity import Sensitivity, measure_sensitivity
 from onnxprune.errors import OutputError, RuntimeMissingError, UnsupportedModelError
 from onnxprune.graph import load_model
 from onnxprune.graph.runtime import to_runtime_proto
 from onnxprune.options import build_options
-from onnxprune.run_shapes import in_run_shapes
+from onnxprune.pipeline.calibrated import open_calibration
+from onnxprune.pipeline.run_shapes import in_run_shapes
 
 
 def _run_shape_options(model, *, data: str | None = None, **options) -> tuple:
