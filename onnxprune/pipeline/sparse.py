@@ -178,7 +178,9 @@ def evaluate_step(inputs: Inputs, candidate: Candidate, options: CompressOptions
     evaluation = compare_models(models, source, batch_size=options.batch_size,
                                 bench=options.bench, runs=options.bench_runs,
                                 seed=options.seed)
-    candidate = dataclasses.replace(candidate, notes=candidate.notes + notes)
+    loaded = [n for n in candidate.notes if n in inputs.loaded.notes]  # the model's first
+    rest = [n for n in candidate.notes if n not in inputs.loaded.notes]
+    candidate = dataclasses.replace(candidate, notes=loaded + notes + rest)
     candidate = candidate.with_section(Evaluation(evaluation))
     return candidate.with_section(Accuracy(_accuracy(evaluation, options)))
 
