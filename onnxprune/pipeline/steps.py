@@ -34,18 +34,12 @@ Rules:
    ``step`` of ``steps`` starts, toward ``target``; ``step`` is ``"final"`` for the
    final fine-tune), ``train`` (optimizer step ``batch`` of ``batches`` of the
    fine-tuning after ``step``, with ``epoch`` and ``loss``), ``evaluate``.
-6. The final model is checked like any rewrite (checker, ONNX Runtime, output names
-   and shapes; the oracle no longer applies to fine-tuned weights) and written
-   atomically with its report.
+6. The final model, the one-shot comparison and the result are the flow's
+   (:mod:`onnxprune.pipeline.progressive`); checking and writing are
+   :func:`onnxprune.pipeline.finish.finish`'s.
 7. Each step's row also holds ``metric``: the held-out task metric after the step
    (accuracy with labels, else agreement, else cosine similarity; rule 4's metric).
-8. Never a collapsed model silently (:mod:`onnxprune.training.outcome`): with held-out
-   data the result is compared with the one-shot candidate and the better is kept
-   (``flow``); its ``accuracy`` section compares it with the original, and a drop
-   beyond ``--max-drop`` (default 0.05) is exit 11 unless ``--accept-drop``. A held-out
-   split of fewer than 32 samples is refused (exit 6). With fewer than
-   ``PROGRESSIVE_MIN_SAMPLES`` training samples and ``--steps`` not given, the run is
-   one-shot with the best recovery.
+8. A held-out split of fewer than 32 samples is refused (exit 6).
 """
 
 from __future__ import annotations
@@ -290,9 +284,9 @@ class StepRun:
                           optimizer=options.optimizer, batch_size=options.batch_size,
                           seed=seed, temperature=options.temperature, progress=report,
                           max_steps=options.train_steps,
-                          allow_frozen=getattr(options, "allow_frozen", False),
+                          allow_frozen=options.allow_frozen,
                           eval_data=self.data.evaluation,
-                          distill_features=getattr(options, "distill_features", "auto"))
+                          distill_features=options.distill_features)
         return result.model, result.summary()
 
     # -- the budget (rule 4) ----------------------------------------------------------
