@@ -33,3 +33,25 @@ def test_no_module_imports_the_package_root_or_the_compress_facade():
             if name in FORBIDDEN:
                 offenders.append(f"{path.relative_to(ROOT)}:{line}: {name}")
     assert offenders == []
+
+
+def test_public_facade_keeps_its_names_and_the_entry_points_arguments():
+    import inspect
+
+    import onnxprune
+    from onnxprune.compress import (
+        CompressOptions,
+        CompressResult,
+        analyze_file,
+        compress,
+        default_output,
+    )
+    from onnxprune.pipeline import run_compress, select_flow
+
+    assert onnxprune.compress is compress and onnxprune.CompressResult is CompressResult
+    assert onnxprune.CompressOptions is CompressOptions and onnxprune.analyze_file is analyze_file
+    assert default_output("a/m.onnx").as_posix() == "a/m.pruned.onnx"
+    facade = inspect.signature(compress).parameters
+    entry = inspect.signature(inspect.unwrap(run_compress)).parameters
+    assert list(facade) == list(entry)
+    assert callable(select_flow)
