@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from onnxprune.graph.io import StagedOutput, check_destination
+from onnxprune.options import CompressOptions
 from onnxprune.pipeline.result import Section, default_output
 
 Progress = Callable[[dict], Any]
@@ -64,7 +65,7 @@ class RunContext:
     progress: Progress = lambda info: None
     started: float = dataclasses.field(default_factory=time.perf_counter)
     auto_steps: bool = False  # steps were chosen by default (progressive rule 8)
-    options: Any = None  # the options the result records (a flow may change them)
+    options: CompressOptions | None = None  # what the result records (a flow may change it)
     reference_sizes: dict[str, int] | None = None  # min_keep widths (compress argument)
     on_commit: list[Callable[[], Any]] = dataclasses.field(default_factory=list)  # after finish
 
