@@ -61,7 +61,7 @@ class CompressOptions(pydantic.BaseModel):
     bench_runs: int = pydantic.Field(50, ge=1)
     html_report: str | None = None
     mobile: bool = False
-    # -- calibration data, data-driven criteria, allocation, recovery (onnxprune.calibrated)
+    # -- calibration data, data-driven criteria, allocation, recovery (pipeline.calibrated)
     data: str | None = None
     batch_size: int = pydantic.Field(32, ge=1)
     max_samples: int | None = pydantic.Field(1024, ge=1)

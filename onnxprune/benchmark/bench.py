@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from onnxprune import __version__
+from onnxprune._version import __version__
 from onnxprune.benchmark.inputs import batch_of, parse_shape_specs, resolve_shapes
 from onnxprune.benchmark.memory import METHOD, peak_memory
 from onnxprune.benchmark.providers import CPU, ProviderChoice, check_session, select_providers
@@ -80,8 +80,8 @@ def model_info(path: str | os.PathLike[str]) -> dict:
 
 def _run_shapes(models: Sequence[str | os.PathLike[str]], specs: dict[str, tuple[int, ...]],
                 ) -> run_inputs.RunShapes | None:
-    """The shapes of the first ONNX model (``onnxprune.run_shapes``; specs given win)."""
-    from onnxprune.run_shapes import resolve_run_shapes
+    """The shapes of the first ONNX model (``onnxprune.pipeline.run_shapes``; specs given win)."""
+    from onnxprune.pipeline.run_shapes import resolve_run_shapes
 
     first = next((m for m in models if pathlib.Path(m).is_file()
                   and not is_ort_format(pathlib.Path(m))), None)

@@ -14,7 +14,7 @@ Rules:
       ``batch`` (1 when unset);
    3. a symbolic dimension anywhere else is a :class:`UsageError` asking for a spec.
       ``benchmark`` first fills the specs of such inputs with the run's resolved
-      shapes (:mod:`onnxprune.run_shapes`: a size the model states or accepts, never
+      shapes (:mod:`onnxprune.pipeline.run_shapes`: a size the model states or accepts, never
       a guess that fails), and reports them under ``settings.input_shapes``.
 3. A spec naming no model input is a :class:`UsageError` listing the input names.
 """

@@ -52,7 +52,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from onnxprune import __version__
+from onnxprune._version import __version__
 from onnxprune.analysis.groups import Analysis
 from onnxprune.calibration.fidelity import fidelity_heads
 from onnxprune.calibration.graph_edit import multiply_tensors

@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 import click
 
-from onnxprune import __version__
+from onnxprune._version import __version__
 from onnxprune.cli.common import setup_logging
 
 

@@ -22,7 +22,7 @@ from onnxprune.cli.data_options import input_shape_option
 def command(model: str, ignore: tuple[str, ...], prune_hidden: bool, as_json: bool,
             input_shape: dict | None) -> None:
     """List every channel group of MODEL: members, size, cost share, prunable or why not."""
-    from onnxprune.compress import analyze_file
+    from onnxprune.pipeline.analyze import analyze_file
 
     report = analyze_file(model, ignore, prune_hidden=prune_hidden, input_shape=input_shape)
     if as_json:

@@ -114,7 +114,7 @@ class _RoundTo(click.ParamType):
 @click.option("--mobile", is_flag=True,
               help="Also export the result to ORT format (.ort) with a mobile usability check.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-# -- calibration data, allocation, recovery (onnxprune.calibrated)
+# -- calibration data, allocation, recovery (onnxprune.pipeline.calibrated)
 @data_options
 @click.option("--allocation", type=click.Choice(ALLOCATIONS),
               default="threshold", show_default=True,
@@ -201,7 +201,6 @@ class _RoundTo(click.ParamType):
 def command(ctx: click.Context, model: str | None, config: str | None, output: str | None,
             as_json: bool, **_: Any) -> None:
     """Remove channels from MODEL until TARGET of the metric is gone; write the result."""
-    from onnxprune.compress import compress
     from onnxprune.options import build_options, load_recipe, merge_options
 
     recipe = load_recipe(config) if config else {}
@@ -210,25 +209,40 @@ def command(ctx: click.Context, model: str | None, config: str | None, output: s
     if not model:
         raise UsageError("no model given: pass MODEL or set 'model' in the recipe")
     output = output or recipe.get("output")
-    if options.finetunes() or (options.steps is None and options.data):  # may be progressive
-        with step_progress(not as_json) as progress:
-            result = compress(model, output=output, options=options, progress=progress)
-    else:
-        with quiet_status("pruning...", not as_json):
-            result = compress(model, output=output, options=options)
+    result = _run(model, output, options, as_json)
     if as_json:
         emit_json(result.to_dict())
         return
-    if result.sparsity or result.quantization:  # onnxprune.sparsity
-        from onnxprune.sparsity.summary import print_summary
+    _print(result, options)
 
-        if not result.sparsity:  # structured pruning (one-shot or --steps), then INT8
-            _print_summary(result)
-        print_summary(result, stdout)
-        if result.sparsity:
-            _print_accuracy(result)
-        return
-    _print_summary(result)
+
+def _run(model: str, output: str | None, options: Any, as_json: bool) -> Any:
+    """Run the flow; step bars where the flow table says the flow has steps."""
+    from onnxprune.pipeline.flows import run_compress, select_flow
+
+    if select_flow(options).progress:
+        with step_progress(not as_json) as progress:
+            return run_compress(model, output=output, options=options, progress=progress)
+    with quiet_status("pruning...", not as_json):
+        return run_compress(model, output=output, options=options)
+
+
+def _print(result: Any, options: Any) -> None:
+    """The summaries the flow table names for these options, in order
+    (:func:`onnxprune.pipeline.flows.summary_parts`)."""
+    from onnxprune.pipeline.flows import summary_parts
+
+    printers = {"structured": _print_summary, "evaluation": _print_evaluation,
+                "accuracy": _print_accuracy}
+    for part in summary_parts(options):
+        printers[part](result)
+
+
+def _print_evaluation(result: Any) -> None:
+    """Per-layer sparsity and the evaluation table (onnxprune.sparsity.summary)."""
+    from onnxprune.sparsity.summary import print_summary
+
+    print_summary(result, stdout)
 
 
 def _mode(value: str) -> str:

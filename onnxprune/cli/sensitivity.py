@@ -52,7 +52,7 @@ def command(model: str, ratios: tuple[float, ...], output: str | None, plot: str
             as_json: bool, **options: Any) -> None:
     """Prune each prunable group of MODEL alone at each ratio; measure the damage on --data
     (synthetic inputs without it): KL/cosine to the original outputs, accuracy with labels."""
-    from onnxprune.sensitivity import plot_sensitivity, sensitivity_file, write_json
+    from onnxprune.pipeline.sensitivity import plot_sensitivity, sensitivity_file, write_json
 
     with task_progress("sensitivity cells", not as_json) as progress:
         result = sensitivity_file(model, ratios=ratios, progress=progress, **options)

@@ -18,7 +18,7 @@ never changes the model. :func:`data_criterion` binds the data to such a functio
    small weights and a large bias emits a large but nearly constant activation: ``l1``
    and ``activation`` call it important or unimportant by its weights or its size,
    ``variation`` scores it by what it carries. The data-free default (on synthetic
-   inputs, see :mod:`onnxprune.calibrated`).
+   inputs, see :mod:`onnxprune.pipeline.calibrated`).
 """
 
 from __future__ import annotations

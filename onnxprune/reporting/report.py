@@ -29,7 +29,7 @@ def report_path(model_path: str | os.PathLike[str]) -> pathlib.Path:
 def versions() -> dict[str, str | None]:
     import onnx
 
-    from onnxprune import __version__
+    from onnxprune._version import __version__
 
     try:
         import onnxruntime

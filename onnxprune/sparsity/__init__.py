@@ -1,8 +1,8 @@
 """Unstructured and N:M sparsity (modes of ``compress``), progressive with masked fine-tuning.
 
 Entry points: :func:`sparsify` (masks, schedule, fine-tuning on an ``onnx.ModelProto``),
-:func:`prunable_weights`, the mask functions, and ``flow.compress_extended``, which
-``onnxprune.compress`` calls for ``mode="unstructured"|"n:m"`` and ``quantize="int8"``.
+:func:`prunable_weights`, the mask functions; the sparse compress flow that uses them is
+:mod:`onnxprune.pipeline.sparse`.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@
 2. ``nm`` is ``N:M`` with ``1 <= N < M``: at most ``N`` non-zero weights in every ``M``
    consecutive weights along the input-channel axis.
 3. Fine-tuning needs ``data``. (Structured progressive pruning with fine-tuning runs
-   in :mod:`onnxprune.training.progressive`; ``quantize`` then quantizes its final
-   model, :mod:`onnxprune.sparsity.flow`.)
+   in :mod:`onnxprune.pipeline.progressive`; ``quantize`` then quantizes its final
+   model, :mod:`onnxprune.pipeline.sparse`.)
 """
 
 from __future__ import annotations

@@ -77,10 +77,9 @@ def grid(targets: Sequence[float], criteria: Sequence[str],
 
 def _compress_point(model: str, output: pathlib.Path, options: dict[str, Any]) -> Any:
     """The one call of the compress pipeline (a :class:`CompressResult`)."""
-    # lead: switch to onnxprune.pipeline.run_compress after p1a merges
-    from onnxprune.compress import compress
+    from onnxprune.pipeline import run_compress
 
-    return compress(model, output=output, options=options)
+    return run_compress(model, output=output, options=options)
 
 
 def run_point(shared: SweepInputs, point: Point) -> dict[str, Any]:

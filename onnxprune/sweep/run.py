@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from onnxprune import __version__
+from onnxprune._version import __version__
 from onnxprune.errors import ExitCode, OnnxPruneError, OutputError, UsageError
 from onnxprune.parallel import TaskFailure, open_executor
 from onnxprune.sweep import rows as R

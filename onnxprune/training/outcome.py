@@ -1,4 +1,5 @@
-"""What a progressive run hands back: never a collapsed model, silently.
+"""What a progressive run hands back: never a collapsed model, silently (the choice; the
+one-shot candidate is pruned by :mod:`onnxprune.pipeline.progressive`).
 
 Rules (``compress --steps N`` with held-out evaluation data):
 
@@ -19,32 +20,13 @@ Rules (``compress --steps N`` with held-out evaluation data):
 
 from __future__ import annotations
 
-__all__ = ["PROGRESSIVE_MIN_SAMPLES", "choose_flow", "one_shot_candidate"]
+__all__ = ["PROGRESSIVE_MIN_SAMPLES", "choose_flow"]
 
 import logging
-import pathlib
-from typing import Any
 
 logger = logging.getLogger(__name__)
 
 PROGRESSIVE_MIN_SAMPLES = 256
-
-_SINGLE = {"steps": 1, "finetune_epochs": 0.0, "train_steps": None, "max_drop": None,
-           "html_report": None, "bench": False, "mobile": False, "resume": False,
-           "eval_data": None, "accept_drop": True}
-
-
-def one_shot_candidate(model: str, options: Any, train: Any, evaluation: Any,
-                       output: pathlib.Path, target: float) -> Any:
-    """Rule 1: the one-shot compress result (written to ``output``, measured on
-    ``evaluation``: its ``accuracy`` section holds the metrics)."""
-    from onnxprune.compress import compress
-
-    single = {**_SINGLE, "target": min(max(target, 1e-6), 1.0 - 1e-6)}
-    return compress(model, output=output, report=False,
-                    options=options.model_copy(update=single), calibration_data=train,
-                    evaluation_data=evaluation)
-
 
 def choose_flow(progressive: tuple[str, float] | None, one_shot: tuple[str, float] | None,
                 ) -> dict:

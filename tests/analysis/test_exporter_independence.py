@@ -17,8 +17,8 @@ import pytest
 from onnxprune.analysis import analyze
 from onnxprune.graph import input_shapes, load_model
 from onnxprune.importance import score_units
+from onnxprune.pipeline.run_shapes import resolve_run_shapes
 from onnxprune.planning.capacity import capacity
-from onnxprune.run_shapes import resolve_run_shapes
 from tests.conftest import MODELS
 
 

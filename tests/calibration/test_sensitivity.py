@@ -14,11 +14,11 @@ from onnxprune.data import open_data
 from onnxprune.graph import load_model
 from onnxprune.graph.runtime import to_runtime_proto
 from onnxprune.importance import score_units
+from onnxprune.pipeline.sensitivity import sensitivity_file
 from onnxprune.planning import PlanOptions, make_plan
 from onnxprune.planning.allocation import make_sensitivity_plan
 from onnxprune.planning.planner import group_options
 from onnxprune.rewrite import apply_plan
-from onnxprune.sensitivity import sensitivity_file
 from tests.calibration.models import DIGITS, DIGITS_TRAIN
 from tests.conftest import MODELS
 from tests.oracle import session

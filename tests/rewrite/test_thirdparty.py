@@ -8,7 +8,7 @@ fixture's reference inputs with the original's output names and shapes, and land
 are multiples of 8, within 0.01 of the smallest feasible value reaching it (found here by
 brute force); or the target is above the reachable maximum, which the error states.
 Without rounding, every plan lands within 0.02. Costs are taken at the run-time input
-shapes compress chooses (`onnxprune.run_shapes`).
+shapes compress chooses (`onnxprune.pipeline.run_shapes`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from onnxprune.errors import UnreachableTargetError
 from onnxprune.graph import input_shapes, load_model
 from onnxprune.graph.runtime import make_session
 from onnxprune.importance import score_units
+from onnxprune.pipeline.run_shapes import resolve_run_shapes
 from onnxprune.planning import CostModel, PlanOptions, make_plan
 from onnxprune.planning.capacity import capacity
 from onnxprune.planning.planner import group_options
-from onnxprune.run_shapes import resolve_run_shapes
 from tests.conftest import MODELS
 
 THIRDPARTY = MODELS / "thirdparty"

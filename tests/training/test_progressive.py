@@ -142,7 +142,7 @@ def test_min_keep_widths_bound_a_single_compress():
     """compress(min_keep_widths=...) takes the given widths as the min_keep reference."""
     import math
 
-    from onnxprune.training.progressive import original_widths
+    from onnxprune.pipeline.steps import original_widths
     from tests.oracle import load
 
     model = "fixtures/models/vgg_bn.ts.onnx"

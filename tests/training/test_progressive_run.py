@@ -15,7 +15,7 @@ from onnx import numpy_helper
 from onnxprune.cli import main
 from onnxprune.compress import compress
 from onnxprune.errors import ExitCode, UsageError
-from onnxprune.training import progressive
+from onnxprune.pipeline import steps as progressive
 from tests.calibration.models import DIGITS, DIGITS_TEST, DIGITS_TRAIN
 
 FAST = {"steps": 3, "train_steps": 12, "data": str(DIGITS_TRAIN), "criterion": "l1",
@@ -35,7 +35,7 @@ def test_resume_continues_after_an_interruption_and_matches_a_full_run(tmp_path,
     assert [r["step"] for r in full.steps] == [1, 2, 3]
 
     calls = []
-    original_step = progressive._Run._step
+    original_step = progressive.StepRun._step
 
     def interrupted(self, step, goal):
         calls.append(step)
@@ -44,7 +44,7 @@ def test_resume_continues_after_an_interruption_and_matches_a_full_run(tmp_path,
         return original_step(self, step, goal)
 
     out = tmp_path / "resumed.onnx"
-    monkeypatch.setattr(progressive._Run, "_step", interrupted)
+    monkeypatch.setattr(progressive.StepRun, "_step", interrupted)
     with pytest.raises(_Crash):
         compress(DIGITS, 0.6, output=out, **FAST)
     assert not out.exists()
@@ -60,7 +60,7 @@ def test_resume_continues_after_an_interruption_and_matches_a_full_run(tmp_path,
         calls.append(step)
         return original_step(self, step, goal)
 
-    monkeypatch.setattr(progressive._Run, "_step", counted)
+    monkeypatch.setattr(progressive.StepRun, "_step", counted)
     calls.clear()
     resumed = compress(DIGITS, 0.6, output=out, resume=True, **FAST)
     assert calls == [2, 3]  # step 1 came from the work dir
@@ -126,14 +126,14 @@ def test_held_out_split_is_neither_trained_on_nor_scored(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "finetune", spy)
     scored = {}
-    compress_module = importlib.import_module("onnxprune.compress")
-    real_open = compress_module.open_calibration
+    prune_module = importlib.import_module("onnxprune.pipeline.prune")
+    real_open = prune_module.open_calibration
 
-    def spy_open(options, model, data=None, evaluation=None):
+    def spy_open(options, model, data=None, evaluation=None, **kwargs):
         scored["data"] = data
-        return real_open(options, model, data, evaluation)
+        return real_open(options, model, data, evaluation, **kwargs)
 
-    monkeypatch.setattr(compress_module, "open_calibration", spy_open)
+    monkeypatch.setattr(prune_module, "open_calibration", spy_open)
     result = compress(DIGITS, 0.3, output=tmp_path / "h.onnx", steps=1, train_steps=3,
                       data=str(DIGITS_TRAIN), criterion="taylor")
     total = 1257
@@ -208,8 +208,8 @@ def test_default_steps_resolution():
 
 
 def test_without_the_training_build_data_means_one_shot(tmp_path, monkeypatch):
-    compress_module = importlib.import_module("onnxprune.compress")
-    monkeypatch.setattr(compress_module, "training_available", lambda: False)
+    flows_module = importlib.import_module("onnxprune.pipeline.flows")
+    monkeypatch.setattr(flows_module, "training_available", lambda: False)
     result = compress(DIGITS, 0.3, output=tmp_path / "o.onnx", data=str(DIGITS_TRAIN),
                       max_samples=64)
     assert result.steps is None and result.options["steps"] == 1

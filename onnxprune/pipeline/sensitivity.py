@@ -20,25 +20,22 @@ from collections.abc import Callable
 import onnx_ir as ir
 
 from onnxprune.analysis import analyze
-from onnxprune.calibrated import open_calibration
 from onnxprune.calibration.sensitivity import Sensitivity, measure_sensitivity
 from onnxprune.errors import OutputError, RuntimeMissingError, UnsupportedModelError
 from onnxprune.graph import load_model
 from onnxprune.graph.runtime import to_runtime_proto
-from onnxprune.options import build_options
+from onnxprune.options import CompressOptions, build_options
 from onnxprune.parallel import open_executor
-from onnxprune.run_shapes import in_run_shapes
+from onnxprune.pipeline.calibrated import open_calibration
+from onnxprune.pipeline.inputs import image_options
+from onnxprune.pipeline.run_shapes import in_run_shapes
 
 
 def _run_shape_options(model, *, data: str | None = None, **options) -> tuple:
     """What :func:`in_run_shapes` needs from a :func:`sensitivity_file` call."""
-    from onnxprune.data import ImageOptions
-
-    size = options.get("image_size")
-    image = ImageOptions(tuple(size) if size else None, tuple(options.get("mean") or (0.0,)),
-                         tuple(options.get("std") or (1.0,)), options.get("layout") or "nchw",
-                         options.get("channel_order") or "rgb")
-    return model, options.get("input_shape"), None, data, image
+    fields = {k: v for k, v in options.items() if k in CompressOptions.model_fields}
+    resolved = build_options({"target": 0.5, **fields})
+    return model, resolved.input_shape, None, data, image_options(resolved)
 
 
 @in_run_shapes(_run_shape_options)

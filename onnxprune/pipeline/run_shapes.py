@@ -33,10 +33,9 @@ import onnx_ir as ir
 from onnxprune.data import DataSource, ImageOptions, open_data
 from onnxprune.graph import input_shapes
 from onnxprune.graph.shape_choice import resolve_input_shapes
+from onnxprune.pipeline.inputs import LARGE_MODEL_BYTES
 
 logger = logging.getLogger(__name__)
-
-LARGE_MODEL_BYTES = 2**30
 
 
 def _weight_bytes(path: pathlib.Path, header: onnx.ModelProto) -> int:

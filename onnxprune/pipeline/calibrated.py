@@ -42,11 +42,12 @@ import onnx
 import onnx_ir as ir
 
 from onnxprune.analysis.groups import Analysis
-from onnxprune.data import DataSource, ImageOptions, open_data, synthetic_source
+from onnxprune.data import DataSource, open_data, synthetic_source
 from onnxprune.errors import RuntimeMissingError, UnsupportedModelError, UsageError
 from onnxprune.importance import score_units
 from onnxprune.importance.data_criteria import DATA_CRITERIA, data_criterion
 from onnxprune.options import CompressOptions
+from onnxprune.pipeline.inputs import image_options
 from onnxprune.planning import Plan, PlanOptions, make_plan
 from onnxprune.planning.round_auto import AUTO_DEFAULT_METRICS
 
@@ -73,6 +74,7 @@ class Calibration:
     held_out_origin: str = ""
     latency: dict | None = None  # --metric latency: onnxprune.benchmark.latency_check
     input_shapes: dict[str, tuple[int, ...]] | None = None  # latency table; None: defaults
+    target: float | None = None  # replaces options.target (a progressive step's relative one)
 
     def source(self, model: ir.Model) -> DataSource:
         """The data, or synthetic inputs (rule 2)."""
@@ -107,6 +109,8 @@ class Calibration:
     def plan_options(self) -> PlanOptions:
         options = dataclasses.replace(self.options.plan_options(),
                                       reference_sizes=self.reference_sizes)
+        if self.target is not None:
+            options = dataclasses.replace(options, target=self.target)
         if self.round_auto:  # per group: onnxprune.benchmark.layer_steps
             options = dataclasses.replace(options, round_to=None,
                                           group_round=self.__dict__.get("auto_round", ()))
@@ -275,29 +279,29 @@ def _evaluation(options: CompressOptions, model: ir.Model,
     if evaluation is None and options.eval_data:
         from onnxprune.calibration.accuracy import check_held_out
 
-        evaluation = open_data(options.eval_data, model, _image(options))
+        evaluation = open_data(options.eval_data, model, image_options(options))
         check_held_out(evaluation.num_samples, options.eval_data, split=False)
     return evaluation, (evaluation.origin if evaluation is not None else "")
 
 
-def _image(options: CompressOptions) -> ImageOptions:
-    return ImageOptions(tuple(options.image_size) if options.image_size else None,
-                        tuple(options.mean), tuple(options.std), options.layout,
-                        options.channel_order)
-
-
 def open_calibration(options: CompressOptions, model: ir.Model,
                      data: DataSource | None = None,
-                     evaluation: DataSource | None = None) -> Calibration:
+                     evaluation: DataSource | None = None, *,
+                     from_options: bool = True) -> Calibration:
     """Open ``options.data`` for ``model`` (rule 1), or prepare for synthetic inputs.
 
     ``data`` (already opened, e.g. the training part of a held-out split) replaces
-    ``options.data``; ``evaluation`` (the held-out part) replaces ``options.eval_data``."""
-    held, origin = _evaluation(options, model, evaluation)
-    if data is None and not options.data:
+    ``options.data``; ``evaluation`` (the held-out part) replaces ``options.eval_data``.
+    With ``from_options=False`` only ``data`` and ``evaluation`` are used (``None``: no
+    data, synthetic inputs where needed; no held-out data)."""
+    if not from_options:
+        held, origin = evaluation, (evaluation.origin if evaluation is not None else "")
+    else:
+        held, origin = _evaluation(options, model, evaluation)
+    if data is None and (not options.data or not from_options):
         return Calibration(options, None, False, evaluation=held, held_out_origin=origin)
     if data is None:
-        data = open_data(options.data, model, _image(options))
+        data = open_data(options.data, model, image_options(options))
     if options.max_samples and data.num_samples > options.max_samples:
         data = data.take(options.max_samples, seed=options.seed)
     return Calibration(options, data, False, evaluation=held, held_out_origin=origin)
