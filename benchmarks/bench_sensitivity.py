@@ -3,7 +3,7 @@
     python benchmarks/bench_sensitivity.py [--models digits_lcnet,yolo_neck] [--samples 1000]
         [--repeats 2] [--workers 2] [--json out.json]
 
-Modes, each a full :func:`onnxprune.sensitivity.sensitivity_file` call (load, analysis,
+Modes, each a full :func:`onnxprune.pipeline.sensitivity.sensitivity_file` call (load, analysis,
 scores, measurement; ratios 0.1,0.3,0.5,0.7, criterion l1, batch 32):
 
 - ``full``: every configuration runs the whole masked model (the evaluation before
@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from onnxprune.sensitivity import sensitivity_file
+from onnxprune.pipeline.sensitivity import sensitivity_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODELS = {

@@ -75,6 +75,9 @@ class Calibration:
     latency: dict | None = None  # --metric latency: onnxprune.benchmark.latency_check
     input_shapes: dict[str, tuple[int, ...]] | None = None  # latency table; None: defaults
     target: float | None = None  # replaces options.target (a progressive step's relative one)
+    # progressive --metric latency: (table, cache file) measured once on the original; the
+    # step plans on it (onnxprune.benchmark.latency_check.plan_latency_step), target cumulative
+    latency_base: tuple | None = None
 
     def source(self, model: ir.Model) -> DataSource:
         """The data, or synthetic inputs (rule 2)."""
@@ -165,6 +168,14 @@ class Calibration:
         if self.options.allocation == "sensitivity":
             raise UsageError("--metric latency plans with --allocation threshold; drop "
                              "--allocation sensitivity")
+        if self.latency_base is not None:
+            from onnxprune.benchmark.latency_check import plan_latency_step
+
+            table, cache = self.latency_base
+            plan, self.latency = plan_latency_step(table, original, analysis, scores,
+                                                   self.plan_options(), self.input_shapes,
+                                                   cache=cache)
+            return plan
         plan, self.latency = plan_latency(original, analysis, scores, self.plan_options(),
                                           settings_of(self.options), self.input_shapes)
         return plan

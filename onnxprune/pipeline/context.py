@@ -119,4 +119,7 @@ class Candidate:
         record = {name: getattr(self, name) for name in self._RECORD}
         section = next((s for s in self.sections if "calibration" in s.report_keys()), None)
         record["calibration"] = section.report_keys()["calibration"] if section else None
+        latency = next((s for s in self.sections if "latency" in s.report_keys()), None)
+        if latency is not None:
+            record["latency"] = latency.report_keys()["latency"]
         return record

@@ -23,8 +23,9 @@ Rules:
    ``--report``, layer MACs in every flow).
 4. The CLI asks the same table what to draw and print: :attr:`Flow.progress` (step
    bars) and :func:`summary_parts` (which summaries, in order).
-5. ``--metric latency`` prunes one-shot in structured mode; with more steps,
-   fine-tuning or another mode it is a usage error (exit 2).
+5. ``--metric latency`` prunes in structured mode (one-shot, or progressive on one
+   latency table of the original: :mod:`onnxprune.pipeline.steps` rule 9); with another
+   mode it is a usage error (exit 2).
 """
 
 from __future__ import annotations
@@ -144,9 +145,8 @@ def run_compress(model: str | os.PathLike[str], target: float | None = None, *,
     :func:`onnxprune.compress.compress` for the arguments)."""
     options = _options(target, options, kwargs)
     options, steps_note = options.resolve_steps(training_available())
-    if options.metric == "latency" and (options.finetunes() or options.mode != "structured"):
-        raise UsageError("--metric latency prunes one-shot in structured mode: pass --steps 1 "
-                         "(and no --finetune-epochs/--mode)")
+    if options.metric == "latency" and options.mode != "structured":
+        raise UsageError("--metric latency prunes channels (structured mode): drop --mode")
     flow = select_flow(options)
     try:
         flow.check(options)

@@ -39,7 +39,7 @@ from onnxprune.pipeline.context import Candidate, RunContext
 from onnxprune.pipeline.inputs import Inputs, open_model
 from onnxprune.pipeline.oneshot import measured_candidate, run_one_shot
 from onnxprune.pipeline.prune import prune_once
-from onnxprune.pipeline.result import Accuracy, Calibration, Progressive
+from onnxprune.pipeline.result import Accuracy, Calibration, Latency, Progressive
 from onnxprune.pipeline.steps import (
     StepData,
     StepRun,
@@ -182,10 +182,12 @@ def _final(inputs: Inputs, options: CompressOptions, results: list[Candidate],
     check["steps_max_rel_diff"] = [(r.verification or {}).get("max_rel_diff") for r in results]
     base, after = metric_of(first, options.metric)[0], metric_of(last, options.metric)[1]
     calibration = first.section(Calibration)
+    latency = last.section(Latency)  # steps.py rule 9: relative to the original
     step_notes = [n for r in results for n in r.notes if n not in inputs.loaded.notes]
     return Candidate(
         path=final_path, achieved=round(1.0 - after / base, 6) if base else 0.0,
         params_before=first.params_before, params_after=last.params_after,
         macs_before=first.macs_before, macs_after=last.macs_after, layers=layers,
         groups=groups, verification=check, notes=inputs.loaded.notes + step_notes + notes,
-        sections=(calibration,) if calibration else (), stages={"pruned": final_path})
+        sections=tuple(s for s in (calibration, latency) if s is not None),
+        stages={"pruned": final_path})

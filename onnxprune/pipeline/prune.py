@@ -38,6 +38,7 @@ from onnxprune.pipeline.calibrated import Calibration, open_calibration
 from onnxprune.pipeline.context import Candidate
 from onnxprune.pipeline.inputs import Inputs
 from onnxprune.pipeline.result import Calibration as CalibrationSection
+from onnxprune.pipeline.result import Latency as LatencySection
 from onnxprune.planning import CostModel
 from onnxprune.quantize.tolerance import equivalence_rtol
 from onnxprune.reporting import group_rows, layer_rows
@@ -92,15 +93,19 @@ def _analysis(inputs: Inputs, options: CompressOptions) -> Analysis:
 def prune_once(inputs: Inputs, options: CompressOptions, stage: StagedOutput, *,
                target: float | None = None, data: DataSource | None = None,
                evaluation: DataSource | None = None,
-               reference_sizes: dict[str, int] | None = None) -> Pruned:
+               reference_sizes: dict[str, int] | None = None,
+               latency_base: tuple | None = None) -> Pruned:
     """Rules 1-5. ``target`` replaces ``options.target`` (a progressive step's, relative
     to the current model); ``data``/``evaluation`` (opened) are the calibration and
-    held-out data (``None``: synthetic inputs where data is needed; no held-out data)."""
+    held-out data (``None``: synthetic inputs where data is needed; no held-out data).
+    ``latency_base`` (progressive ``--metric latency``): the original's latency table and
+    its cache file; ``target`` is then cumulative, of the original's predicted latency."""
     analysis = _analysis(inputs, options)
     cost = CostModel(analysis)
     calib = open_calibration(options, inputs.loaded.model, data, evaluation,
                              from_options=False)
     calib.target = target
+    calib.latency_base = latency_base
     calib.reference_sizes = tuple(sorted((reference_sizes or {}).items()))
     calib.large = inputs.large
     scores = calib.scores(analysis)
@@ -120,7 +125,9 @@ def prune_once(inputs: Inputs, options: CompressOptions, stage: StagedOutput, *,
         params_after=after.params, macs_before=cost.original.macs, macs_after=after.macs,
         layers=layers, groups=groups, verification=check,
         notes=inputs.loaded.notes + calib.notes,
-        sections=(CalibrationSection(calib.report()),), stages={"pruned": path})
+        sections=(CalibrationSection(calib.report()),)
+        + ((LatencySection(calib.latency),) if calib.latency is not None else ()),
+        stages={"pruned": path})
     return Pruned(candidate, calib)
 
 

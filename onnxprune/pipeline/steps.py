@@ -40,6 +40,12 @@ Rules:
 7. Each step's row also holds ``metric``: the held-out task metric after the step
    (accuracy with labels, else agreement, else cosine similarity; rule 4's metric).
 8. A held-out split of fewer than 32 samples is refused (exit 6).
+9. ``--metric latency``: the latency table is measured (or read from its cache) ONCE,
+   on the original model; every step plans on it
+   (:func:`onnxprune.benchmark.latency_check.plan_latency_step`: layers matched by
+   name, nothing timed again) toward the schedule's cumulative target, a fraction of the
+   original's predicted latency. The step's ``latency`` section predicts relative to the
+   original; the final model is timed against the original once, by finish.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ from onnxprune.options import CompressOptions
 from onnxprune.pipeline.context import Candidate
 from onnxprune.pipeline.inputs import open_model
 from onnxprune.pipeline.prune import prune_once
-from onnxprune.pipeline.result import Calibration
+from onnxprune.pipeline.result import Calibration, Latency
 from onnxprune.planning.schedule import cubic_schedule, step_target
 from onnxprune.training.share import finetune_row
 from onnxprune.training.workdir import WorkDir
@@ -111,7 +117,13 @@ def datasets(options: CompressOptions, everything: DataSource | None,
 
 
 def metric_of(result: Candidate, metric: str) -> tuple[float, float]:
-    """(before, after) of the pruned metric (params, else MACs)."""
+    """(before, after) of the pruned metric (params, MACs, or the predicted latency in ms of
+    the model the step started from and of its result; rule 9)."""
+    latency = result.section(Latency)
+    if metric == "latency" and latency is not None:
+        predicted = latency.latency["predicted"]
+        before = (latency.latency.get("step") or {}).get("before_ms", predicted["original_ms"])
+        return float(before), float(predicted["pruned_ms"])
     if metric == "params":
         return float(result.params_before), float(result.params_after)
     return float(result.macs_before), float(result.macs_after)
@@ -166,6 +178,8 @@ def from_record(record: dict) -> Candidate:
     names = ("achieved", "params_before", "params_after", "macs_before", "macs_after",
              "layers", "groups", "verification")
     sections = (Calibration(record["calibration"]),) if record.get("calibration") else ()
+    if record.get("latency"):
+        sections = (*sections, Latency(record["latency"]))
     return Candidate(pathlib.Path(record.get("output") or "."),
                      **{k: record.get(k) for k in names}, notes=list(record.get("notes", [])),
                      sections=sections)
@@ -188,6 +202,7 @@ class StepRun:
         if work.ended and work.ended.get("budget"):
             self.budget = work.ended["budget"]
         self.notes = list(data.notes)
+        self._latency_base: tuple | None = None
         if self.rows:
             self.notes.append(f"resumed after step {self.rows[-1]['step']} from {work.path}")
 
@@ -257,6 +272,8 @@ class StepRun:
         if self.results:
             relative = step_target(goal, metric_of(self.results[0], options.metric)[0],
                                    metric_of(self.results[-1], options.metric)[1])
+        if options.metric == "latency":  # rule 9: the original's table, cumulative target
+            relative = goal
         relative = min(max(relative, 1e-6), 1.0 - 1e-6)
         logger.info("step %d/%d: remove %.4f of the original %s (%.4f of the current model)",
                     step, options.steps, goal, options.metric, relative)
@@ -264,8 +281,30 @@ class StepRun:
         current = open_model(source)
         with StagedOutput(self.scratch / f"step{step}.pruned.onnx", source=source) as stage:
             pruned = prune_once(current, options, stage, target=relative,
-                                data=self.data.train, reference_sizes=self.widths)
+                                data=self.data.train, reference_sizes=self.widths,
+                                latency_base=self._latency_table())
             return pruned.candidate, onnx.load(str(pruned.candidate.path))
+
+    def _latency_table(self) -> tuple | None:
+        """Rule 9: (table, cache file) of the original, measured once per run."""
+        if self.options.metric != "latency":
+            return None
+        if self._latency_base is None:
+            from onnxprune.analysis import analyze
+            from onnxprune.benchmark.latency_check import settings_of
+            from onnxprune.benchmark.latency_table import latency_table
+            from onnxprune.graph.runtime import to_runtime_proto
+
+            proto = to_runtime_proto(self.original)
+            analysis = analyze(ir.serde.deserialize_model(proto),
+                               prune_hidden=self.options.prune_hidden)
+            analysis.ignore(self.options.ignore)
+            table, _, info = latency_table(proto, analysis, settings_of(self.options))
+            self._latency_base = (table, info["cache"])
+            self.notes.append(f"--metric latency: one latency table of the original for every "
+                              f"step ({info['cache']}, "
+                              f"{'from the cache' if info['cache_hit'] else 'measured'})")
+        return self._latency_base
 
     def _finetune(self, model: onnx.ModelProto, step: int | str,
                   ) -> tuple[onnx.ModelProto, dict]:

@@ -18,7 +18,7 @@ from onnxprune.data import open_data
 from onnxprune.graph import load_model
 from onnxprune.graph.runtime import to_runtime_proto
 from onnxprune.importance import score_units
-from onnxprune.sensitivity import sensitivity_file
+from onnxprune.pipeline.sensitivity import sensitivity_file
 from tests.calibration.models import DIGITS, DIGITS_TRAIN
 from tests.conftest import MODELS
 from tests.oracle import session

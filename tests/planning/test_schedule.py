@@ -38,8 +38,8 @@ def test_step_target_removes_the_rest_of_the_goal_from_the_current_model():
 
 def test_every_progressive_flow_uses_this_schedule():
     from onnxprune import sparsity, training
+    from onnxprune.pipeline import steps as structured_progressive
     from onnxprune.sparsity import progressive as sparse_progressive
-    from onnxprune.training import progressive as structured_progressive
 
     assert sparse_progressive.cubic_schedule is cubic_schedule
     assert structured_progressive.cubic_schedule is cubic_schedule
