@@ -49,6 +49,7 @@ from onnxprune.sweep.run import NOT_PER_POINT
 _NOT_PASSED = {*compress_cli.CLI_ONLY, "target", "criterion", *NOT_PER_POINT,
                "workers", "ray_address"}
 _SWEEP_KEYS = ("targets", "criteria")
+_EXECUTOR_KEYS = ("workers", "ray_address")
 
 
 def _criteria(ctx: click.Context, param: click.Parameter, value: str | None,
@@ -146,7 +147,11 @@ def command(ctx: click.Context, model: str | None, config: str | None,
         raise UsageError("no target given: pass --targets 0.3,0.5,0.7 (or 'targets' in the "
                          "recipe)")
     criteria = criteria or _listed(recipe.get("criteria"), str)
-    plain = {k: v for k, v in recipe.items() if k not in _SWEEP_KEYS}
+    # a recipe's workers/ray_address dispatch the points (a point inside a Ray task
+    # cannot start Ray again); the flags win
+    workers = workers if workers is not None else recipe.get("workers")
+    ray_address = ray_address or recipe.get("ray_address")
+    plain = {k: v for k, v in recipe.items() if k not in (*_SWEEP_KEYS, *_EXECUTOR_KEYS)}
     options = merge_options(plain, _explicit(ctx))
     folder = output or str(default_folder(model))
     html = None if no_html else (html_path or f"{folder}/sweep.html")

@@ -95,3 +95,25 @@ def test_sweep_takes_every_compress_option_a_point_can_have():
     assert [p.name for p in sweep_cli.command.params].count("workers") == 1
     steps = next(p for p in sweep_cli.command.params if p.name == "steps")
     assert "default: 1" in steps.help  # one-shot unless --steps, unlike compress
+
+
+def test_recipe_workers_dispatch_the_points_and_are_not_point_options(tmp_path, monkeypatch):
+    import onnxprune.sweep
+
+    seen = {}
+
+    def fake_sweep(model, targets, criteria, *, options, workers, ray_address, **kwargs):
+        seen.update(options=options, workers=workers, ray_address=ray_address)
+        raise KeyboardInterrupt  # stop here: the CLI's arguments are what is checked
+
+    monkeypatch.setattr(onnxprune.sweep, "sweep", fake_sweep)
+    recipe = tmp_path / "sweep.yaml"
+    recipe.write_text(f"model: {MODELS / 'mlp.ts.onnx'}\ntargets: [0.3]\nworkers: 3\n"
+                      "ray_address: auto\nmetric: flops\n")
+    CliRunner().invoke(main, ["sweep", "--config", str(recipe), "-o", str(tmp_path / "o")])
+    assert seen["workers"] == 3 and seen["ray_address"] == "auto"
+    assert "workers" not in seen["options"] and "ray_address" not in seen["options"]
+    assert seen["options"]["metric"] == "flops"
+    CliRunner().invoke(main, ["sweep", "--config", str(recipe), "--workers", "2", "-o",
+                              str(tmp_path / "o")])
+    assert seen["workers"] == 2  # the flag wins over the recipe
