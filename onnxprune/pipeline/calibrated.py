@@ -30,7 +30,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["Calibration", "open_calibration"]
+__all__ = ["Calibration", "open_calibration", "uses_round_auto"]
 
 import dataclasses
 import logging
@@ -56,6 +56,13 @@ logger = logging.getLogger(__name__)
 SYNTHETIC_SAMPLES = 128
 
 
+def uses_round_auto(options: CompressOptions) -> bool:
+    """``--round-to auto``: asked for, or the default of the metrics in
+    :data:`~onnxprune.planning.round_auto.AUTO_DEFAULT_METRICS` (``latency``)."""
+    return options.round_to == "auto" or (options.round_to is None
+                                          and options.metric in AUTO_DEFAULT_METRICS)
+
+
 @dataclasses.dataclass
 class Calibration:
     """Resolved data and choices for one run; ``report()`` goes into the result."""
@@ -78,6 +85,8 @@ class Calibration:
     # progressive --metric latency: (table, cache file) measured once on the original; the
     # step plans on it (onnxprune.benchmark.latency_check.plan_latency_step), target cumulative
     latency_base: tuple | None = None
+    # progressive --round-to auto: PlanOptions.group_round probed once on the original
+    round_base: tuple[tuple[str, int], ...] | None = None
 
     def source(self, model: ir.Model) -> DataSource:
         """The data, or synthetic inputs (rule 2)."""
@@ -122,11 +131,11 @@ class Calibration:
     @property
     def round_auto(self) -> bool:
         """``--round-to auto``, asked for or the default of ``--metric latency``."""
-        options = self.options
-        return options.round_to == "auto" or (options.round_to is None
-                                               and options.metric in AUTO_DEFAULT_METRICS)
+        return uses_round_auto(self.options)
 
     def _auto_round(self, analysis: Analysis, original: onnx.ModelProto) -> None:
+        if "auto_round" not in self.__dict__ and self.round_base is not None:
+            self.__dict__["auto_round"] = self.round_base  # a progressive run's, reused
         if "auto_round" not in self.__dict__:
             from onnxprune.benchmark.latency_check import settings_of
             from onnxprune.benchmark.layer_steps import auto_group_round, describe

@@ -94,18 +94,21 @@ def prune_once(inputs: Inputs, options: CompressOptions, stage: StagedOutput, *,
                target: float | None = None, data: DataSource | None = None,
                evaluation: DataSource | None = None,
                reference_sizes: dict[str, int] | None = None,
-               latency_base: tuple | None = None) -> Pruned:
+               latency_base: tuple | None = None,
+               round_base: tuple[tuple[str, int], ...] | None = None) -> Pruned:
     """Rules 1-5. ``target`` replaces ``options.target`` (a progressive step's, relative
     to the current model); ``data``/``evaluation`` (opened) are the calibration and
     held-out data (``None``: synthetic inputs where data is needed; no held-out data).
     ``latency_base`` (progressive ``--metric latency``): the original's latency table and
-    its cache file; ``target`` is then cumulative, of the original's predicted latency."""
+    its cache file; ``target`` is then cumulative, of the original's predicted latency.
+    ``round_base``: the ``--round-to auto`` blocks per source layer, probed once."""
     analysis = _analysis(inputs, options)
     cost = CostModel(analysis)
     calib = open_calibration(options, inputs.loaded.model, data, evaluation,
                              from_options=False)
     calib.target = target
     calib.latency_base = latency_base
+    calib.round_base = round_base
     calib.reference_sizes = tuple(sorted((reference_sizes or {}).items()))
     calib.large = inputs.large
     scores = calib.scores(analysis)

@@ -46,6 +46,8 @@ Rules:
    name, nothing timed again) toward the schedule's cumulative target, a fraction of the
    original's predicted latency. The step's ``latency`` section predicts relative to the
    original; the final model is timed against the original once, by finish.
+   ``--round-to auto`` (the default there) probes the original's layers once and every
+   step keeps those channel blocks per source layer (names survive the rewrite).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from onnxprune.pipeline.context import Candidate
 from onnxprune.pipeline.inputs import open_model
 from onnxprune.pipeline.prune import prune_once
 from onnxprune.pipeline.result import Calibration, Latency
+from onnxprune.pipeline.step_probes import OriginalProbes
 from onnxprune.planning.schedule import cubic_schedule, step_target
 from onnxprune.training.share import finetune_row
 from onnxprune.training.workdir import WorkDir
@@ -202,7 +205,7 @@ class StepRun:
         if work.ended and work.ended.get("budget"):
             self.budget = work.ended["budget"]
         self.notes = list(data.notes)
-        self._latency_base: tuple | None = None
+        self.probes = OriginalProbes(original, options, self.notes)  # rule 9
         if self.rows:
             self.notes.append(f"resumed after step {self.rows[-1]['step']} from {work.path}")
 
@@ -282,29 +285,9 @@ class StepRun:
         with StagedOutput(self.scratch / f"step{step}.pruned.onnx", source=source) as stage:
             pruned = prune_once(current, options, stage, target=relative,
                                 data=self.data.train, reference_sizes=self.widths,
-                                latency_base=self._latency_table())
+                                latency_base=self.probes.latency_table(),
+                                round_base=self.probes.round_blocks())
             return pruned.candidate, onnx.load(str(pruned.candidate.path))
-
-    def _latency_table(self) -> tuple | None:
-        """Rule 9: (table, cache file) of the original, measured once per run."""
-        if self.options.metric != "latency":
-            return None
-        if self._latency_base is None:
-            from onnxprune.analysis import analyze
-            from onnxprune.benchmark.latency_check import settings_of
-            from onnxprune.benchmark.latency_table import latency_table
-            from onnxprune.graph.runtime import to_runtime_proto
-
-            proto = to_runtime_proto(self.original)
-            analysis = analyze(ir.serde.deserialize_model(proto),
-                               prune_hidden=self.options.prune_hidden)
-            analysis.ignore(self.options.ignore)
-            table, _, info = latency_table(proto, analysis, settings_of(self.options))
-            self._latency_base = (table, info["cache"])
-            self.notes.append(f"--metric latency: one latency table of the original for every "
-                              f"step ({info['cache']}, "
-                              f"{'from the cache' if info['cache_hit'] else 'measured'})")
-        return self._latency_base
 
     def _finetune(self, model: onnx.ModelProto, step: int | str,
                   ) -> tuple[onnx.ModelProto, dict]:

@@ -85,3 +85,36 @@ def test_progressive_latency_plans_every_step_on_the_original_table(tmp_path):
     assert section["predicted"]["ratio"] <= 0.5 + 0.05  # steps of 8 channels
     assert section["measured"]["ratio"] > 0  # the final model timed against the original
     assert any("one latency table of the original" in n for n in document["notes"])
+
+
+def test_progressive_round_auto_probes_the_original_once(tmp_path, monkeypatch):
+    from onnxprune.benchmark import layer_steps
+
+    calls = []
+    real = layer_steps.auto_group_round
+
+    def counted(model, analysis, *args, **kwargs):
+        calls.append(sorted(g.size for g in analysis.prunable_groups))
+        return real(model, analysis, *args, **kwargs)
+
+    monkeypatch.setattr(layer_steps, "auto_group_round", counted)
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(), path)
+    name = onnx.load(path).graph.input[0].name
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", **{name: rng.standard_normal((64, 3, 16, 16), np.float32)})
+    np.savez(tmp_path / "e.npz", **{name: rng.standard_normal((32, 3, 16, 16), np.float32)})
+    cache = tmp_path / "cache"
+    _seed_cache(path, cache)
+    args = ["compress", str(path), "-t", "0.5", "--metric", "latency", "--steps", "2",
+            "--train-steps", "1", "--data", str(tmp_path / "d.npz"), "--eval-data",
+            str(tmp_path / "e.npz"), "--latency-cache", str(cache), "--latency-runs", "3",
+            "--bench-runs", "3", "--accept-drop", "--json"]  # --round-to auto: the default
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output[result.output.index("{"):])
+    assert calls[0] == [64, 64]  # the original's widths, probed first
+    # every step reused the original's blocks; only the one-shot comparison (a fresh
+    # compress of the original) probes on its own
+    assert len(calls) <= 2 and all(c == [64, 64] for c in calls)
+    assert any("probed once, on the original" in n for n in document["notes"])
