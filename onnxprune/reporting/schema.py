@@ -206,7 +206,7 @@ class CompressReport(_Open):
     mobile: dict[str, Any] | None = Field(None, description="onnxprune.mobile.export_mobile()")
     sparsity: dict[str, Any] | None = Field(
         None, description="modes unstructured/n:m: per-layer sparsity, gzip sizes "
-                          "(onnxprune.sparsity.flow)")
+                          "(onnxprune.pipeline.sparse)")
     quantization: dict[str, Any] | None = Field(
         None, description="--quantize int8: method, format, types (onnxprune.quantize)")
     evaluation: dict[str, Any] | None = Field(
