@@ -26,17 +26,8 @@ Rules:
    name is a hash of (model bytes, provider, threads, input shapes, ONNX Runtime
    version, table format), so a change of any of them measures anew and a rerun or
    another target on the same model reads the file.
-5. The whole model is profiled as a copy whose nodes are named ``onnxprune_n<index>``;
-   a profiled kernel that is not Conv/Gemm/MatMul belongs to the original node whose
-   name it contains, or, for a node the NCHWc layout pass rewrote
-   (``<output>_nchwc``), to the producer of that output; kernels of nodes ONNX Runtime
-   created (layout reorders, other inlined functions) belong to none; a HardSwish,
-   which ONNX Runtime runs as an inlined HardSigmoid and Mul with names of its own, is
-   written as those two nodes, named after its index. A
-   node's ``ms`` in the table is the median over runs of its kernels' share of the
-   run, times the whole latency (shares summing past what the layers leave are
-   scaled down to it), with its carrier's ``width``
-   (:func:`~onnxprune.planning.latency_nodes.node_specs`; ``None``: fixed time).
+5. The whole model's profile also gives the non-modelled nodes' times (the table's
+   ``nodes``): :mod:`onnxprune.benchmark.latency_profile`.
 """
 
 from __future__ import annotations
@@ -50,7 +41,6 @@ import json
 import logging
 import os
 import pathlib
-import re
 import tempfile
 import time
 from typing import Any
@@ -58,6 +48,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxprune.benchmark.latency_profile import named_model, node_entries, node_fractions
 from onnxprune.benchmark.latency_slices import default_input_shapes, slice_model, value_shapes
 from onnxprune.benchmark.providers import ProviderChoice, check_session, select_providers
 from onnxprune.benchmark.session import make_runner, node_placement, open_session
@@ -128,7 +119,7 @@ def latency_table(model: onnx.ModelProto, analysis, settings: LatencySettings,
         widths = {name: (spec.width if spec is not None else None)
                   for name, spec in node_specs(analysis).items()}
         table = _measure(data, specs, shapes, choice, settings, ort, clock,
-                         (_named(model), widths))
+                         (named_model(model), widths))
         table.meta = {"key": key, "runs": settings.runs, "warmup": settings.warmup}
         _write(path, table)
     return table, specs, info
@@ -227,76 +218,6 @@ def _context_fraction(profile: str) -> float | None:
     return float(np.median(fractions)) if fractions else None
 
 
-_NODE_NAME = "onnxprune_n"
-_NODE_RE = re.compile(_NODE_NAME + r"(\d+)(?!\d)")
-
-
-def _expanded(node: onnx.NodeProto, name: str) -> list[onnx.NodeProto]:
-    """Rule 5: a HardSwish as the HardSigmoid and Mul ONNX Runtime runs it as, named
-    ``<name>_hardsigmoid`` and ``<name>_mul``; any other node as it is, named ``name``."""
-    if node.op_type != "HardSwish" or node.domain not in ("", "ai.onnx"):
-        node.name = name
-        return [node]
-    gate = node.output[0] + "__onnxprune_hardsigmoid"
-    return [onnx.helper.make_node("HardSigmoid", [node.input[0]], [gate],
-                                  name=name + "_hardsigmoid", alpha=1.0 / 6.0, beta=0.5),
-            onnx.helper.make_node("Mul", [node.input[0], gate], [node.output[0]],
-                                  name=name + "_mul")]
-
-
-def _named(model: onnx.ModelProto) -> tuple[bytes, list[str]]:
-    """Rule 5: the model with its nodes named by index, and each index's key."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    keys, nodes = [], []
-    for i, node in enumerate(copy.graph.node):
-        keys.append(node.output[0] if node.output else "")
-        nodes.extend(_expanded(node, f"{_NODE_NAME}{i}"))
-    del copy.graph.node[:]
-    copy.graph.node.extend(nodes)
-    return copy.SerializeToString(), keys
-
-
-def _node_key(name: str, keys: list[str], outputs: set[str]) -> str | None:
-    match = _NODE_RE.search(name)
-    if match and int(match.group(1)) < len(keys):
-        return keys[int(match.group(1))] or None
-    if name.endswith("_nchwc") and name[:-len("_nchwc")] in outputs:
-        return name[:-len("_nchwc")]
-    return None
-
-
-def node_fractions(profile: str, keys: list[str]) -> dict[str, float]:
-    """Rule 5: median over runs of each node's non-modelled kernels' share of the run;
-    ``keys[i]`` is the key of the node named ``onnxprune_n<i>``."""
-    events = json.loads(pathlib.Path(profile).read_text())
-    runs = [(e["ts"], e["ts"] + e["dur"]) for e in events
-            if e.get("cat") == "Session" and e.get("name") == "model_run" and "dur" in e]
-    outputs = {k for k in keys if k}
-    kernels = []
-    for e in events:
-        name = str(e.get("name", ""))
-        if e.get("cat") != "Node" or not name.endswith("_kernel_time") or "dur" not in e:
-            continue
-        if (e.get("args") or {}).get("op_name") in _MODELLED_OPS:
-            continue
-        key = _node_key(name[:-len("_kernel_time")], keys, outputs)
-        if key is not None:
-            kernels.append((e["ts"], float(e["dur"]), key))
-    shares: dict[str, list[float]] = {}
-    for start, end in runs:
-        if end <= start:
-            continue
-        per_run: dict[str, float] = {}
-        for ts, dur, key in kernels:
-            if start <= ts <= end:
-                per_run[key] = per_run.get(key, 0.0) + dur / (end - start)
-        for key in set(per_run) | set(shares):
-            shares.setdefault(key, []).append(per_run.get(key, 0.0))
-    count = sum(1 for start, end in runs if end > start)
-    return {k: float(np.median(v + [0.0] * (count - len(v)))) for k, v in shares.items()}
-
-
 def measure_points(spec: LayerSpec, points: list[tuple[int, int]], choice: ProviderChoice,
                    settings: LatencySettings, ort: Any, clock: Clock = time.perf_counter
                    ) -> list[float]:
@@ -356,26 +277,15 @@ def _measure(data: bytes, specs: list[LayerSpec], shapes: dict, choice: Provider
         samples = measure_interleaved([whole], settings.runs, settings.warmup, clock)[0]
         profile = session.end_profiling() if profiled else None
         context = _context_fraction(profile) if profile else None
-        shares = node_fractions(profile, named[0][1]) if profile and named else {}
+        shares = node_fractions(profile, named[0][1], _MODELLED_OPS) \
+            if profile and named else {}
     whole_ms = float(np.median(samples)) * 1e3
-    nodes = _nodes(shares, named[1] if named else {}, context, whole_ms)
+    nodes = node_entries(shares, named[1] if named else {}, context, whole_ms)
     layers = {spec.name: _entry(grids[spec.signature()]) for spec in specs}
     depthwise = tuple(spec.name for spec in specs if spec.depthwise)
     return LatencyTable(layers, whole_ms, choice.alias, settings.threads,
                         {k: list(v) for k, v in shapes.items()}, depthwise,
                         context_fraction=context, nodes=nodes)
-
-
-def _nodes(shares: dict[str, float], widths: dict, context: float | None,
-           whole_ms: float) -> dict[str, dict]:
-    """Rule 5: the nodes' entries; shares beyond ``1 - context`` are scaled down."""
-    shares = {k: v for k, v in shares.items() if k in widths and v > 0}
-    if context is None or not shares:
-        return {}
-    total, room = sum(shares.values()), max(0.0, 1.0 - context)
-    factor = room / total if total > room else 1.0
-    return {k: {"ms": round(v * factor * whole_ms, 6), "width": widths[k]}
-            for k, v in sorted(shares.items())}
 
 
 def _entry(grid: dict) -> dict:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from onnxprune.analysis import analyze
+from onnxprune.benchmark import latency_profile as lp
 from onnxprune.benchmark import latency_table as lt
-from onnxprune.benchmark.latency_table import LatencySettings, cache_key, node_fractions
+from onnxprune.benchmark.latency_table import LatencySettings, cache_key
 from onnxprune.graph.io import model_from_proto
 from onnxprune.planning import PlanOptions
 from onnxprune.planning.latency import LatencyCost, make_latency_plan
@@ -173,13 +174,13 @@ def test_node_fractions_attribute_kernels_by_node_index_and_nchwc_output():
     with tempfile.TemporaryDirectory() as folder:
         path = pathlib.Path(folder) / "p.json"
         path.write_text(profile_events)
-        shares = node_fractions(str(path), keys)
-    assert lt._node_key("onnxprune_n1_mul", keys, set(keys)) == "mul_out"
+        shares = lp.node_fractions(str(path), keys, lt._MODELLED_OPS)
+    assert lp._node_key("onnxprune_n1_mul", keys, set(keys)) == "mul_out"
     assert shares == {"mul_out": pytest.approx(0.2), "gap": pytest.approx(0.1)}
-    nodes = lt._nodes(shares, {"mul_out": 16, "gap": None}, 0.5, 10.0)
+    nodes = lp.node_entries(shares, {"mul_out": 16, "gap": None}, 0.5, 10.0)
     assert nodes == {"mul_out": {"ms": pytest.approx(2.0), "width": 16},
                      "gap": {"ms": pytest.approx(1.0), "width": None}}
-    squeezed = lt._nodes(shares, {"mul_out": 16, "gap": None}, 0.85, 10.0)
+    squeezed = lp.node_entries(shares, {"mul_out": 16, "gap": None}, 0.85, 10.0)
     assert sum(e["ms"] for e in squeezed.values()) == pytest.approx(1.5)  # 1 - 0.85
 
 
@@ -224,7 +225,7 @@ def test_the_profiled_copy_names_nodes_by_index_and_splits_hardswish_like_the_ru
     x = b.input([1, 3, 4, 4])
     b.output(b.op("Relu", [b.op("HardSwish", [b.conv(x, 3, 8, name="c1")])]))
     proto = b.model()
-    data, keys = lt._named(proto)
+    data, keys = lp.named_model(proto)
     named = onnx.load_from_string(data)
     assert keys == [n.output[0] for n in proto.graph.node]
     assert [(n.op_type, n.name) for n in named.graph.node] == [
@@ -236,3 +237,16 @@ def test_the_profiled_copy_names_nodes_by_index_and_splits_hardswish_like_the_ru
     want = ReferenceEvaluator(proto).run(None, feed)[0]
     got = ReferenceEvaluator(named).run(None, feed)[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_real_runtime_profile_gives_the_se_nodes_times_with_their_width(tmp_path):
+    proto = _se_model()
+    analysis = analyze(model_from_proto(proto))
+    settings = LatencySettings(runs=3, warmup=1, cache=str(tmp_path))
+    table, _, _ = lt.latency_table(proto, analysis, settings, shapes={"x": (1, 3, 8, 8)})
+    mul = _node_of(analysis, "Mul").outputs[0].name
+    assert table.context_fraction is not None
+    assert mul in table.nodes and table.nodes[mul]["width"] == 16
+    assert all(e["ms"] > 0 for e in table.nodes.values())
+    assert table.fixed_ms + table.scale * table.modelled_ms + table.nodes_ms == \
+        pytest.approx(table.whole_ms, rel=1e-6)
