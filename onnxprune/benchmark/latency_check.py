@@ -91,13 +91,14 @@ def plan_latency_step(table, step_model: onnx.ModelProto, analysis, scores: np.n
     from onnxprune.graph.runtime import to_runtime_proto
     from onnxprune.planning.latency import LatencyPlan, make_latency_plan
     from onnxprune.planning.latency_model import layer_specs
+    from onnxprune.planning.latency_nodes import node_specs
     from onnxprune.planning.latency_steps import step_table, step_target
 
     proto = to_runtime_proto(step_model)
     shapes = {k: tuple(v) for k, v in (shapes or table.input_shapes
                                        or default_input_shapes(proto)).items()}
     specs = layer_specs(analysis, value_shapes(proto, shapes))
-    step = step_table(table, specs)
+    step = step_table(table, specs, node_specs(analysis))
     target = step_target(table.whole_ms, step.whole_ms, plan_options.target)
     if target > 0:
         plan = make_latency_plan(analysis, scores, dataclasses.replace(plan_options,

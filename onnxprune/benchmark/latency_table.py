@@ -26,6 +26,8 @@ Rules:
    name is a hash of (model bytes, provider, threads, input shapes, ONNX Runtime
    version, table format), so a change of any of them measures anew and a rerun or
    another target on the same model reads the file.
+5. The whole model's profile also gives the non-modelled nodes' times (the table's
+   ``nodes``): :mod:`onnxprune.benchmark.latency_profile`.
 """
 
 from __future__ import annotations
@@ -46,17 +48,19 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxprune.benchmark.latency_profile import named_model, node_entries, node_fractions
 from onnxprune.benchmark.latency_slices import default_input_shapes, slice_model, value_shapes
 from onnxprune.benchmark.providers import ProviderChoice, check_session, select_providers
 from onnxprune.benchmark.session import make_runner, node_placement, open_session
 from onnxprune.benchmark.stats import Clock, measure_interleaved
 from onnxprune.errors import RuntimeMissingError
 from onnxprune.planning.latency_model import LatencyTable, LayerSpec, grid_counts, layer_specs
+from onnxprune.planning.latency_nodes import node_specs
 
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "ONNXPRUNE_LATENCY_CACHE"
-TABLE_FORMAT = 2
+TABLE_FORMAT = 3  # 3: the non-modelled nodes' times (rule 5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +116,10 @@ def latency_table(model: onnx.ModelProto, analysis, settings: LatencySettings,
     table = _read(path, specs)
     info = {"cache": str(path), "cache_hit": table is not None, "key": key}
     if table is None:
-        table = _measure(data, specs, shapes, choice, settings, ort, clock)
+        widths = {name: (spec.width if spec is not None else None)
+                  for name, spec in node_specs(analysis).items()}
+        table = _measure(data, specs, shapes, choice, settings, ort, clock,
+                         (named_model(model), widths))
         table.meta = {"key": key, "runs": settings.runs, "warmup": settings.warmup}
         _write(path, table)
     return table, specs, info
@@ -243,7 +250,8 @@ def _measure_layer(timer: _Timer, index: int, spec: LayerSpec, points: list[tupl
 
 
 def _measure(data: bytes, specs: list[LayerSpec], shapes: dict, choice: ProviderChoice,
-             settings: LatencySettings, ort: Any, clock: Clock) -> LatencyTable:
+             settings: LatencySettings, ort: Any, clock: Clock,
+             named: tuple[tuple[bytes, list[str]], dict] | None = None) -> LatencyTable:
     unique: dict[str, LayerSpec] = {}
     for spec in specs:
         unique.setdefault(spec.signature(), spec)
@@ -258,7 +266,8 @@ def _measure(data: bytes, specs: list[LayerSpec], shapes: dict, choice: Provider
             logger.info("latency grid %d/%d: %s %s", i + 1, len(unique), spec.op_type,
                         spec.weight_shape)
         profiled = choice.device is None
-        whole, session = timer.runner("model.onnx", data, shapes=shapes, seed=settings.seed,
+        whole, session = timer.runner("model.onnx", named[0][0] if named and profiled
+                                      else data, shapes=shapes, seed=settings.seed,
                                       profile=profiled)
         path = os.path.join(folder, "model.onnx")
         if choice.device is not None and not node_placement(ort, path, choice, settings.threads,
@@ -266,13 +275,17 @@ def _measure(data: bytes, specs: list[LayerSpec], shapes: dict, choice: Provider
             raise RuntimeMissingError(f"{choice.alias} took no node of the model; its latency "
                                       "would be a CPU latency")
         samples = measure_interleaved([whole], settings.runs, settings.warmup, clock)[0]
-        context = _context_fraction(session.end_profiling()) if profiled else None
+        profile = session.end_profiling() if profiled else None
+        context = _context_fraction(profile) if profile else None
+        shares = node_fractions(profile, named[0][1], _MODELLED_OPS) \
+            if profile and named else {}
     whole_ms = float(np.median(samples)) * 1e3
+    nodes = node_entries(shares, named[1] if named else {}, context, whole_ms)
     layers = {spec.name: _entry(grids[spec.signature()]) for spec in specs}
     depthwise = tuple(spec.name for spec in specs if spec.depthwise)
     return LatencyTable(layers, whole_ms, choice.alias, settings.threads,
                         {k: list(v) for k, v in shapes.items()}, depthwise,
-                        context_fraction=context)
+                        context_fraction=context, nodes=nodes)
 
 
 def _entry(grid: dict) -> dict:

@@ -6,7 +6,9 @@ Rules:
    from a :class:`~onnxprune.planning.latency_model.LatencyTable`: every modelled
    layer reads its kept input and output channels (the positions of its channel
    axes whose units survive), takes its interpolated time, and the sum goes through
-   the table's fixed part and scale.
+   the table's fixed part and scale; every node of the table attributed to a carrier
+   (:mod:`~onnxprune.planning.latency_nodes`) takes its time times the carrier's kept
+   fraction, the other nodes their full time.
 2. ``make_latency_plan`` removes channels greedily: the feasible counts of every group
    are those of the params/flops planner (``group_options``: ``round_to``,
    ``min_keep``, blocked units, coupled and grouped-conv groups; ignored groups are
@@ -39,6 +41,7 @@ import numpy as np
 from onnxprune.analysis.groups import Analysis
 from onnxprune.errors import UnreachableTargetError, UsageError
 from onnxprune.planning.latency_model import LatencyTable, LayerSpec
+from onnxprune.planning.latency_nodes import node_specs
 from onnxprune.planning.planner import GroupOptions, Plan, PlanOptions, group_options
 
 logger = logging.getLogger(__name__)
@@ -69,7 +72,7 @@ class LatencyCost:
         self.options = options
         position = {opts.group.index: i for i, opts in enumerate(options)}
         nodes = {node.outputs[0].name: node for node in analysis.model.graph if node.outputs}
-        self.layers: list[tuple[str, _Axis, _Axis]] = []
+        self.layers: list[tuple[str, _Axis, _Axis | None]] = []  # node: (name, axis, None)
         self.touching: dict[int, list[int]] = {i: [] for i in range(len(options))}
         for spec in specs:
             node = nodes.get(spec.name)
@@ -81,8 +84,25 @@ class LatencyCost:
             self.layers.append((spec.name, *axes))
             for g in set(axes[0].per_group) | set(axes[1].per_group):
                 self.touching[g].append(index)
+        self._nodes(analysis, position)
         self.counts = [0] * len(options)
         self.layer_ms = np.array([self._layer(i, self.counts) for i in range(len(self.layers))])
+
+    def _nodes(self, analysis: Analysis, position: dict[int, int]) -> None:
+        """Rule 1's nodes: attributed ones become items like layers (one axis, no
+        table grid), the others join the constant part."""
+        self.constant = self.table.fixed_ms
+        carriers = node_specs(analysis) if self.table.nodes else {}
+        for name, entry in self.table.nodes.items():
+            spec = carriers.get(name)
+            if spec is None or not entry.get("width"):
+                self.constant += float(entry["ms"])
+                continue
+            axis = axis_groups(analysis, spec.value, spec.axis, spec.width, position)
+            index = len(self.layers)
+            self.layers.append((name, axis, None))
+            for g in axis.per_group:
+                self.touching[g].append(index)
 
     def _kept(self, axis: _Axis, counts: list[int]) -> int:
         removed = 0
@@ -91,11 +111,15 @@ class LatencyCost:
         return axis.full - removed
 
     def _layer(self, index: int, counts: list[int]) -> float:
+        """An item's predicted milliseconds: a layer's scaled time or a node's."""
         name, a_in, a_out = self.layers[index]
-        return self.table.layer_ms(name, self._kept(a_in, counts), self._kept(a_out, counts))
+        if a_out is None:
+            return self.table.node_ms(name, self._kept(a_in, counts))
+        return self.table.scale * self.table.layer_ms(name, self._kept(a_in, counts),
+                                                      self._kept(a_out, counts))
 
     def predicted(self) -> float:
-        return self.table.predict(float(self.layer_ms.sum()))
+        return self.constant + float(self.layer_ms.sum())
 
     def trial(self, group: int, count: int) -> tuple[float, dict[int, float]]:
         """Predicted latency with ``group`` at ``count`` removed; the changed layers."""
@@ -103,7 +127,7 @@ class LatencyCost:
         counts[group] = count
         changed = {i: self._layer(i, counts) for i in self.touching[group]}
         total = float(self.layer_ms.sum()) + sum(v - self.layer_ms[i] for i, v in changed.items())
-        return self.table.predict(total), changed
+        return self.constant + total, changed
 
     def set(self, group: int, count: int) -> None:
         _, changed = self.trial(group, count)
@@ -230,7 +254,7 @@ class _Greedy:
 
     def _groups_of(self, layer: int) -> set[int]:
         _, a_in, a_out = self.cost.layers[layer]
-        return set(a_in.per_group) | set(a_out.per_group)
+        return set(a_in.per_group) | set(a_out.per_group if a_out is not None else ())
 
     def trim(self, goal: float) -> None:
         """Undo single steps while the goal stays reached, most importance first (rule 3)."""
@@ -273,7 +297,7 @@ def make_latency_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptio
             f"target {options.target:.3f} of predicted latency is unreachable: at most "
             f"{maximum:.3f} can be removed with min_keep={options.min_keep}, "
             f"{options.describe_round_to()} (the rest is time pruning does not change: "
-            f"{table.fixed_ms:.3f} ms of {table.whole_ms:.3f} ms; lower the target)", maximum)
+            f"{cost.constant:.3f} ms of {table.whole_ms:.3f} ms; lower the target)", maximum)
     if math.prod(len(o.counts) for o in opts) <= EXACT_SEARCH_LIMIT:
         greedy.exact(goal)
     else:

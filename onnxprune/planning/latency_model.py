@@ -16,15 +16,20 @@ Rules:
 3. :class:`LatencyTable` holds the measured milliseconds per layer on that grid and
    the whole model's latency. A layer's latency at any counts is the bilinear
    interpolation of its grid (below the grid, the line through its first two points,
-   never below 0; above it, the last point). The prediction for a
-   model is ``fixed_ms + scale * sum(layer ms)``:
+   never below 0; above it, the last point). ``nodes`` holds the non-modelled nodes'
+   milliseconds in the whole model's runs (their kernels' median share of a run times
+   the whole latency) and the width of the channel axis their time follows
+   (:mod:`onnxprune.planning.latency_nodes`; ``None``: not attributed). The prediction
+   for a model is ``fixed_ms + scale * sum(layer ms) + sum(node ms * kept fraction)``
+   (a node that is not attributed counts at full time):
 
    1. with ``context_fraction`` (the share of the whole model's run time its
       Conv/Gemm/MatMul kernels took, from the whole model's own profile, i.e. in the
-      same runs), ``fixed_ms`` is the rest of the whole latency and ``scale`` makes
-      the layers' full-width sum equal to that share: the one-layer graphs then give
-      the shape of each curve, the model gives the proportions, and load that slowed
-      the whole model's runs cannot leak into the fixed part;
+      same runs), ``scale`` makes the layers' full-width sum equal to that share: the
+      one-layer graphs then give the shape of each curve, the model gives the
+      proportions, and load that slowed the whole model's runs cannot leak into the
+      fixed part; ``fixed_ms`` is the rest of the whole latency less the nodes' time
+      (session and call overhead, layout reorders, gaps between kernels);
    2. without it, ``fixed_ms`` is the whole model's latency minus the modelled layers
       at full width (what pruning does not change); when they sum to more than the
       whole model, ``fixed_ms`` is 0 and ``scale`` shrinks the sum to it.
@@ -44,6 +49,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.graph.shapes import dims
+from onnxprune.planning.latency_nodes import kept_fraction
 
 GRID_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 GRID_STEP = 8
@@ -231,6 +237,7 @@ class LatencyTable:
     depthwise: tuple[str, ...] = ()
     meta: dict = dataclasses.field(default_factory=dict)
     context_fraction: float | None = None  # rule 3.1
+    nodes: dict[str, dict] = dataclasses.field(default_factory=dict)  # {"ms", "width"}
 
     def layer_ms(self, name: str, c_in: int, c_out: int) -> float:
         entry = self.layers[name]
@@ -256,30 +263,46 @@ class LatencyTable:
         return self.whole_ms / modelled if modelled > self.whole_ms > 0 else 1.0
 
     @property
+    def nodes_ms(self) -> float:
+        """The nodes' time at full width."""
+        return float(sum(entry["ms"] for entry in self.nodes.values()))
+
+    @property
     def fixed_ms(self) -> float:
         if self.context_fraction is not None and self.modelled_ms > 0:
-            return self.whole_ms * (1.0 - self.context_fraction)
+            return max(0.0, self.whole_ms * (1.0 - self.context_fraction) - self.nodes_ms)
         return max(0.0, self.whole_ms - self.modelled_ms)
 
-    def predict(self, layer_ms_sum: float) -> float:
-        """Model latency when the modelled layers take ``layer_ms_sum`` in all."""
-        return self.fixed_ms + self.scale * layer_ms_sum
+    def node_ms(self, name: str, kept: int | None = None) -> float:
+        """A node's time with ``kept`` channels on its carrier (``None``: all)."""
+        entry = self.nodes[name]
+        if kept is None or not entry.get("width"):
+            return float(entry["ms"])
+        return float(entry["ms"]) * kept_fraction(kept, int(entry["width"]))
+
+    def predict(self, layer_ms_sum: float, node_ms_sum: float | None = None) -> float:
+        """Model latency when the modelled layers take ``layer_ms_sum`` and the nodes
+        ``node_ms_sum`` (default: their full time) in all."""
+        nodes = self.nodes_ms if node_ms_sum is None else node_ms_sum
+        return self.fixed_ms + self.scale * layer_ms_sum + nodes
 
     def to_dict(self) -> dict:
         return {"layers": self.layers, "whole_ms": self.whole_ms, "provider": self.provider,
                 "threads": self.threads, "input_shapes": self.input_shapes,
                 "depthwise": list(self.depthwise), "meta": self.meta,
-                "context_fraction": self.context_fraction}
+                "context_fraction": self.context_fraction, "nodes": self.nodes}
 
     @classmethod
     def from_dict(cls, data: dict) -> LatencyTable:
         return cls(data["layers"], float(data["whole_ms"]), data.get("provider", "cpu"),
                    int(data.get("threads", 1)), data.get("input_shapes", {}),
                    tuple(data.get("depthwise", ())), data.get("meta", {}),
-                   data.get("context_fraction"))
+                   data.get("context_fraction"), data.get("nodes", {}))
 
     def summary(self) -> dict:
         """Compact view for reports: fixed part, scale and each layer's full-width ms."""
         return {"whole_ms": round(self.whole_ms, 4), "fixed_ms": round(self.fixed_ms, 4),
                 "modelled_ms": round(self.modelled_ms, 4), "scale": round(self.scale, 4),
-                "layers": len(self.layers), "context_fraction": self.context_fraction}
+                "layers": len(self.layers), "context_fraction": self.context_fraction,
+                "nodes_ms": round(self.nodes_ms, 4),
+                "scaled_nodes": sum(1 for e in self.nodes.values() if e.get("width"))}

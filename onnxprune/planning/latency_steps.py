@@ -14,7 +14,13 @@ Rules:
    is the original table's prediction of the step model. A layer of the step model
    the original table does not have stays unmodelled (listed under
    ``meta["unmatched"]``); an original layer the step model lost takes its time with it.
-3. ``step_target(original_ms, current_ms, cumulative)``: the fraction of the step
+3. The nodes (``original.nodes``, matched by key): a node whose carrier in the step
+   model (``nodes``, :func:`~onnxprune.planning.latency_nodes.node_specs` of the step's
+   analysis) has ``w`` of the original's ``W`` channels takes ``ms * w / W`` at width
+   ``w``, so its time stays linear in the kept fraction relative to the ORIGINAL; a node
+   without a carrier now, or when ``nodes`` is not given, keeps the original entry; a
+   node the step model lost takes its time with it.
+4. ``step_target(original_ms, current_ms, cumulative)``: the fraction of the step
    model's predicted latency to remove so that it lands at ``1 - cumulative`` of the
    ORIGINAL predicted latency; 0 when the step model is already there.
 """
@@ -27,6 +33,7 @@ import logging
 
 from onnxprune.errors import UsageError
 from onnxprune.planning.latency_model import LatencyTable, LayerSpec
+from onnxprune.planning.latency_nodes import NodeSpec, kept_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +42,28 @@ def _axis(grid: list[int], width: int) -> list[int]:
     return [c for c in grid if c < width] + [width]
 
 
-def step_table(original: LatencyTable, specs: list[LayerSpec]) -> LatencyTable:
-    """Rules 1-2: the step model's table (``specs`` are its layers at the run's shapes)."""
+def _step_nodes(original: LatencyTable, nodes: dict[str, NodeSpec | None] | None
+                ) -> dict[str, dict]:
+    """Rule 3."""
+    if nodes is None:
+        return {k: dict(v) for k, v in original.nodes.items()}
+    out = {}
+    for name, entry in original.nodes.items():
+        if name not in nodes:
+            continue
+        spec, width = nodes[name], entry.get("width")
+        if spec is None or not width:
+            out[name] = dict(entry)
+            continue
+        out[name] = {"ms": float(entry["ms"]) * kept_fraction(spec.width, int(width)),
+                     "width": spec.width}
+    return out
+
+
+def step_table(original: LatencyTable, specs: list[LayerSpec],
+               nodes: dict[str, NodeSpec | None] | None = None) -> LatencyTable:
+    """Rules 1-3: the step model's table (``specs`` are its layers at the run's shapes,
+    ``nodes`` its nodes' carriers)."""
     layers, depthwise, unmatched = {}, [], []
     for spec in specs:
         entry = original.layers.get(spec.name)
@@ -61,8 +88,9 @@ def step_table(original: LatencyTable, specs: list[LayerSpec]) -> LatencyTable:
                          dict(original.input_shapes), tuple(depthwise),
                          {"step_of": original.meta.get("key", {}).get("hash"),
                           "unmatched": unmatched})
+    table.nodes = _step_nodes(original, nodes)
     modelled = scale * table.modelled_ms
-    table.whole_ms = fixed + modelled
+    table.whole_ms = fixed + modelled + table.nodes_ms
     table.context_fraction = modelled / table.whole_ms if table.whole_ms > 0 else 1.0
     return table
 
