@@ -165,7 +165,8 @@ class LatencySection(_Open):
     predicted_over_measured: float | None = None
     cache: str = Field(description="latency table file")
     cache_hit: bool
-    table: dict[str, Any] = Field(description="whole_ms, fixed_ms, modelled_ms, scale, layers")
+    table: dict[str, Any] = Field(description="whole_ms, fixed_ms, modelled_ms, scale, layers, "
+                                              "nodes_ms, scaled_nodes")
 class InputShapeRow(_Open):
     shape: list[int | None] = Field(description="dims; null: a dynamic batch axis")
     source: Literal["given", "data", "metadata", "probed", "default", "static"]
