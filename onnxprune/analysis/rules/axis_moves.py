@@ -19,7 +19,13 @@ import onnx_ir as ir
 
 from onnxprune.analysis.context import AnalysisContext, describe
 from onnxprune.analysis.registry import OpRule, register
-from onnxprune.analysis.rules.common import attr_ints, axes_arg, norm_axis
+from onnxprune.analysis.rules.common import (
+    attr_ints,
+    axes_arg,
+    norm_axis,
+    tracked_rank,
+    tracked_shape,
+)
 
 
 @register("Transpose")
@@ -27,13 +33,10 @@ class TransposeRule(OpRule):
     """Case 1."""
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        layout = ctx.layout(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
-        if layout is None:
+        tracked = tracked_rank(ctx, node)
+        if tracked is None:
             return
-        if rank is None:
-            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
-            return
+        layout, rank = tracked
         perm = attr_ints(node, "perm") or tuple(reversed(range(rank)))
         ctx.set_layout(node.outputs[0], list(perm).index(layout.axis), layout.ids)
 
@@ -43,13 +46,10 @@ class SqueezeRule(OpRule):
     """Case 2."""
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        layout = ctx.layout(node.inputs[0])
-        shape = ctx.shape(node.inputs[0])
-        if layout is None:
+        tracked = tracked_shape(ctx, node)
+        if tracked is None:
             return
-        if shape is None:
-            ctx.block(layout.ids, f"{describe(node)}: input shape unknown")
-            return
+        layout, shape = tracked
         axes = axes_arg(ctx, node, 1, 13)
         if axes == "dynamic":
             ctx.block(layout.ids, f"{describe(node)}: axes are not constant")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["attr_int", "attr_ints", "axes_arg", "channel_first_ok", "const_ints", "norm_axis",
+           "tracked_rank", "tracked_shape",
            "static_dim"]
 
 import numpy as np
@@ -62,3 +63,30 @@ def static_dim(ctx: AnalysisContext, value: ir.Value | None, axis: int) -> int |
     """The static size of ``value`` on ``axis``; ``None`` when unknown."""
     shape = ctx.shape(value)
     return None if shape is None or axis >= len(shape) else shape[axis]
+
+
+def tracked_rank(ctx: AnalysisContext, node: ir.Node,
+                 index: int = 0) -> tuple[Layout, int] | None:
+    """The layout and rank of input ``index`` when it carries channels; ``None`` when it
+    carries none, or (after blocking them: "input rank unknown") when its rank is not
+    known, so a rule never drops tracked channels silently."""
+    return _tracked(ctx, node, index, ctx.rank, "rank")
+
+
+def tracked_shape(ctx: AnalysisContext, node: ir.Node,
+                  index: int = 0) -> tuple[Layout, tuple[int | None, ...]] | None:
+    """:func:`tracked_rank` for rules that need the input's shape ("input shape
+    unknown")."""
+    return _tracked(ctx, node, index, ctx.shape, "shape")
+
+
+def _tracked(ctx: AnalysisContext, node: ir.Node, index: int, read, what: str):
+    value = node.inputs[index]
+    layout = ctx.layout(value)
+    if layout is None:
+        return None
+    known = read(value)
+    if known is None:
+        ctx.block(layout.ids, f"{describe(node)}: input {what} unknown")
+        return None
+    return layout, known

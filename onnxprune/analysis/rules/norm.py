@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis.context import AnalysisContext, describe
 from onnxprune.analysis.registry import OpRule, register
-from onnxprune.analysis.rules.common import attr_int, channel_first_ok, norm_axis
+from onnxprune.analysis.rules.common import attr_int, channel_first_ok, norm_axis, tracked_rank
 
 
 @register("BatchNormalization", "InstanceNormalization")
@@ -50,13 +50,10 @@ class PerChannelNormRule(OpRule):
 @register("LayerNormalization", since=17)
 class LayerNormRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        layout = ctx.layout(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
-        if layout is None:
+        tracked = tracked_rank(ctx, node)
+        if tracked is None:
             return
-        if rank is None:
-            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
-            return
+        layout, rank = tracked
         axis = norm_axis(attr_int(node, "axis", -1), rank)
         if ctx.prune_hidden and axis == layout.axis == rank - 1:
             ctx.note_units(layout.ids, "hidden", 1)
@@ -96,13 +93,10 @@ class GroupNormRule(OpRule):
 @register("LpNormalization")
 class LpNormRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        layout = ctx.layout(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
-        if layout is None:
+        tracked = tracked_rank(ctx, node)
+        if tracked is None:
             return
-        if rank is None:
-            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
-            return
+        layout, rank = tracked
         if layout.axis == norm_axis(attr_int(node, "axis", -1), rank):
             ctx.block(layout.ids, f"{describe(node)} normalises over the channel axis")
             return

@@ -29,6 +29,7 @@ from onnxprune.analysis.rules.common import (
     axes_arg,
     channel_first_ok,
     norm_axis,
+    tracked_rank,
 )
 
 
@@ -59,13 +60,10 @@ _REDUCE_AXES_INPUT_SINCE = {
 @register(*_REDUCE_AXES_INPUT_SINCE)
 class ReduceRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        layout = ctx.layout(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
-        if layout is None:
+        tracked = tracked_rank(ctx, node)
+        if tracked is None:
             return
-        if rank is None:
-            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
-            return
+        layout, rank = tracked
         axes = axes_arg(ctx, node, 1, _REDUCE_AXES_INPUT_SINCE[node.op_type])
         if axes == "dynamic":
             ctx.block(layout.ids, f"{describe(node)}: reduction axes are not constant")
@@ -90,13 +88,10 @@ class ReduceRule(OpRule):
 @register("Softmax", "LogSoftmax", "Hardmax")
 class SoftmaxRule(OpRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        layout = ctx.layout(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
-        if layout is None:
+        tracked = tracked_rank(ctx, node)
+        if tracked is None:
             return
-        if rank is None:
-            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
-            return
+        layout, rank = tracked
         default = -1 if ctx.opset >= 13 else 1
         axis = norm_axis(attr_int(node, "axis", default), rank)
         hit = layout.axis == axis if ctx.opset >= 13 else layout.axis >= axis

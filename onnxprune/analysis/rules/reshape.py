@@ -23,7 +23,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis.context import AnalysisContext, Layout, describe
 from onnxprune.analysis.registry import OpRule, register
-from onnxprune.analysis.rules.common import attr_int, attr_ints, norm_axis
+from onnxprune.analysis.rules.common import attr_int, attr_ints, norm_axis, tracked_shape
 from onnxprune.analysis.rules.reshape_math import (
     MergeMap,
     SplitMap,
@@ -53,13 +53,10 @@ class FlattenRule(OpRule):
     """Case 1 of the module."""
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        layout = ctx.layout(node.inputs[0])
-        shape = ctx.shape(node.inputs[0])
-        if layout is None:
+        tracked = tracked_shape(ctx, node)
+        if tracked is None:
             return
-        if shape is None:
-            ctx.block(layout.ids, f"{describe(node)}: input shape unknown")
-            return
+        layout, shape = tracked
         axis = norm_axis(attr_int(node, "axis", 1), len(shape))
         if layout.axis < axis:
             ctx.block(layout.ids, f"{describe(node)} merges the channel axis into the rows")

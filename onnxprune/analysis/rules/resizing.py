@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from onnxprune.analysis.context import AnalysisContext, describe
 from onnxprune.analysis.registry import OpRule, register
-from onnxprune.analysis.rules.common import const_ints, norm_axis
+from onnxprune.analysis.rules.common import const_ints, norm_axis, tracked_rank
 from onnxprune.analysis.rules.shape_tensors import (
     constant_entry,
     locate_shape_entry,
@@ -37,13 +37,10 @@ class PadRule(OpRule):
     """Case 1 of the module."""
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        layout = ctx.layout(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
-        if layout is None:
+        tracked = tracked_rank(ctx, node)
+        if tracked is None:
             return
-        if rank is None:
-            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
-            return
+        layout, rank = tracked
         pads = const_ints(ctx, node, 1)
         axes = const_ints(ctx, node, 3) if len(node.inputs) > 3 and node.inputs[3] else None
         if pads is None:

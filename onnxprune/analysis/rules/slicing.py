@@ -25,7 +25,13 @@ import onnx_ir as ir
 
 from onnxprune.analysis.context import AnalysisContext, Layout, describe
 from onnxprune.analysis.registry import OpRule, register
-from onnxprune.analysis.rules.common import attr_int, const_ints, norm_axis, static_dim
+from onnxprune.analysis.rules.common import (
+    attr_int,
+    const_ints,
+    norm_axis,
+    static_dim,
+    tracked_rank,
+)
 from onnxprune.analysis.rules.shape_probe import probe_bounds
 
 
@@ -34,13 +40,10 @@ class SplitRule(OpRule):
     """Cases 1-2 of the module."""
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        layout = ctx.layout(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
-        if layout is None:
+        tracked = tracked_rank(ctx, node)
+        if tracked is None:
             return
-        if rank is None:
-            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
-            return
+        layout, rank = tracked
         axis = norm_axis(attr_int(node, "axis", 0), rank)
         if layout.axis != axis:
             for out in node.outputs:
@@ -77,13 +80,10 @@ class SliceRule(OpRule):
     """Cases 1 and 3-5 of the module."""
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        layout = ctx.layout(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
-        if layout is None:
+        tracked = tracked_rank(ctx, node)
+        if tracked is None:
             return
-        if rank is None:
-            ctx.block(layout.ids, f"{describe(node)}: input rank unknown")
-            return
+        layout, rank = tracked
         spec = _slice_spec(ctx, node, rank)
         if isinstance(spec, str) and _slices_other_axes(ctx, node, rank, layout.axis):
             ctx.pass_through(node)

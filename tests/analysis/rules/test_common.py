@@ -18,6 +18,7 @@ from onnxprune.analysis.rules.common import (
 )
 from tests.builders import GraphBuilder
 from tests.oracle import load
+from tests.rule_checks import analyzed, group_of, reasons
 
 
 def _context(opset: int, *, axes: str) -> tuple[AnalysisContext, object]:
@@ -85,3 +86,19 @@ def test_channel_first_ok_blocks_a_layout_off_axis_1():
     ((ids, reason),) = ctx.blocks
     assert ids.tolist() == [0, 1]  # -1 positions are never blocked: they are fixed already
     assert reason == "ReduceSum 'red' reads channels on axis 1, but the pruned axis is 2"
+
+
+@pytest.mark.parametrize(("op", "attrs", "what"), [
+    ("Transpose", {"perm": [0, 2, 3, 1]}, "rank"),  # tracked_rank
+    ("Flatten", {"axis": 1}, "shape"),  # tracked_shape
+])
+def test_tracked_input_of_unknown_rank_or_shape_blocks_its_channels(op, attrs, what):
+    """tracked_rank/tracked_shape: channels reaching a rule that needs the input's rank
+    or shape, when neither is known, are blocked with the reason (never dropped)."""
+    b = GraphBuilder()
+    h = b.op("Relu", [b.conv(b.input(["N", 3, 6, 6]), 3, 8, name="c1")], name="act")
+    b.output(b.op(op, [h], name="n", **attrs))
+    analysis = analyzed(b.model(), unknown_shapes=("act_out",))
+    assert f"{op} 'n': input {what} unknown" in reasons(analysis, "c1")
+    assert not group_of(analysis, "c1").prunable
+
