@@ -40,7 +40,6 @@ import numpy as np
 import onnx
 
 from onnxprune.benchmark.latency_table import LatencySettings, latency_table
-from onnxprune.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -57,24 +56,29 @@ def plan_latency(original: onnx.ModelProto, analysis, scores: np.ndarray, plan_o
                  ort: Any = None, **timing: Any) -> tuple[Any, dict]:
     """The latency plan and the prediction half of the report section (rule 1)."""
     from onnxprune.graph.runtime import to_runtime_proto
-    from onnxprune.planning.latency import make_latency_plan
+    from onnxprune.planning.latency import check_latency_options, make_latency_plan
 
-    if plan_options.scope != "global":
-        raise UsageError("--metric latency plans globally; drop --scope uniform")
+    check_latency_options(plan_options)  # before the table is measured
     table, specs, info = latency_table(to_runtime_proto(original), analysis, settings,
                                        shapes=shapes, ort=ort, **timing)
     plan = make_latency_plan(analysis, scores, plan_options, table, specs)
-    section = {
+    return plan, _section(table, table, plan_options.target, plan.original_ms,
+                          plan.predicted_ms, info["cache"], info["cache_hit"])
+
+
+def _section(table, shown, target: float, original_ms: float, pruned_ms: float, cache: str,
+             cache_hit: bool) -> dict:
+    """Rule 4's section, prediction half: ``table`` is the measured one (its provider,
+    threads, shapes), ``shown`` the one planned on (a step's, rule 3)."""
+    return {
         "provider": table.provider, "threads": table.threads,
-        "input_shapes": table.input_shapes, "target": plan_options.target,
-        "predicted": {"original_ms": round(plan.original_ms, 4),
-                      "pruned_ms": round(plan.predicted_ms, 4),
-                      "ratio": round(plan.predicted_ms / plan.original_ms, 4)},
+        "input_shapes": table.input_shapes, "target": target,
+        "predicted": {"original_ms": round(original_ms, 4), "pruned_ms": round(pruned_ms, 4),
+                      "ratio": round(pruned_ms / original_ms, 4)},
         "measured": None, "predicted_over_measured": None,
-        "cache": info["cache"], "cache_hit": info["cache_hit"],
-        "table": {**table.summary(), "layers": table.layers},
+        "cache": cache, "cache_hit": cache_hit,
+        "table": {**shown.summary(), "layers": shown.layers},
     }
-    return plan, section
 
 
 def plan_latency_step(table, step_model: onnx.ModelProto, analysis, scores: np.ndarray,
@@ -108,18 +112,10 @@ def plan_latency_step(table, step_model: onnx.ModelProto, analysis, scores: np.n
         kept = {g.index: g.size for g in analysis.prunable_groups}
         plan = LatencyPlan(np.zeros(analysis.num_units, dtype=bool), 0.0, "latency", kept,
                            0.0, original_ms=step.whole_ms, predicted_ms=step.whole_ms)
-    section = {
-        "provider": table.provider, "threads": table.threads,
-        "input_shapes": table.input_shapes, "target": plan_options.target,
-        "predicted": {"original_ms": round(table.whole_ms, 4),
-                      "pruned_ms": round(plan.predicted_ms, 4),
-                      "ratio": round(plan.predicted_ms / table.whole_ms, 4)},
-        "step": {"target": round(target, 6), "before_ms": round(step.whole_ms, 4),
-                 "unmatched_layers": step.meta["unmatched"]},
-        "measured": None, "predicted_over_measured": None,
-        "cache": cache, "cache_hit": True,
-        "table": {**step.summary(), "layers": step.layers},
-    }
+    section = _section(table, step, plan_options.target, table.whole_ms, plan.predicted_ms,
+                       cache, True)
+    section["step"] = {"target": round(target, 6), "before_ms": round(step.whole_ms, 4),
+                       "unmatched_layers": step.meta["unmatched"]}
     return plan, section
 
 

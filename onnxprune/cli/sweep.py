@@ -20,26 +20,17 @@ from __future__ import annotations
 
 __all__ = ["command"]
 
-import contextlib
 import copy
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 from click.core import ParameterSource
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from onnxprune.cli import compress as compress_cli
-from onnxprune.cli.common import emit_json, guard, stderr, stdout
+from onnxprune.cli.common import emit_json, guard, stdout
 from onnxprune.cli.data_options import parse_floats
+from onnxprune.cli.task_progress import task_progress
 from onnxprune.errors import SweepPointsError, UsageError
 from onnxprune.sweep.run import NOT_PER_POINT
 
@@ -87,19 +78,6 @@ def _explicit(ctx: click.Context) -> dict[str, Any]:
         key, value = compress_cli.option_key(param.name, ctx.params[param.name])
         given[key] = value
     return given
-
-
-@contextlib.contextmanager
-def _bar(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """Points done/total with ETA on an interactive stderr; nothing elsewhere."""
-    if not enabled or not stderr.is_terminal:
-        yield None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=stderr) as progress:
-        task = progress.add_task("sweep points", total=None)
-        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 @click.command("sweep")
@@ -155,7 +133,7 @@ def command(ctx: click.Context, model: str | None, config: str | None,
     options = merge_options(plain, _explicit(ctx))
     folder = output or str(default_folder(model))
     html = None if no_html else (html_path or f"{folder}/sweep.html")
-    with _bar(not as_json) as progress:
+    with task_progress("sweep points", not as_json) as progress:
         document = sweep(model, targets, criteria, options=options, output=folder,
                          force=force, workers=workers, ray_address=ray_address, html=html,
                          progress=progress)

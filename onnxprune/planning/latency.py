@@ -29,7 +29,8 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["LatencyCost", "LatencyPlan", "axis_groups", "make_latency_plan"]
+__all__ = ["LatencyCost", "LatencyPlan", "axis_groups", "check_latency_options",
+           "make_latency_plan"]
 
 import dataclasses
 import itertools
@@ -278,12 +279,18 @@ class _Greedy:
             self.cost.set(g, new)
 
 
-def make_latency_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions,
-                      table: LatencyTable, specs: list[LayerSpec]) -> LatencyPlan:
-    """Pick removed units so the predicted latency falls by ``options.target`` (rules 2-4)."""
+def check_latency_options(options: PlanOptions) -> None:
+    """What a latency plan refuses (before anything is measured): invalid options and a
+    uniform scope (the plan is global)."""
     dataclasses.replace(options, metric="flops").validate()
     if options.scope != "global":
         raise UsageError("--metric latency plans globally; drop --scope uniform")
+
+
+def make_latency_plan(analysis: Analysis, scores: np.ndarray, options: PlanOptions,
+                      table: LatencyTable, specs: list[LayerSpec]) -> LatencyPlan:
+    """Pick removed units so the predicted latency falls by ``options.target`` (rules 2-4)."""
+    check_latency_options(options)
     opts = group_options(analysis, scores, options)
     cost = LatencyCost(analysis, table, specs, opts)
     original = cost.predicted()

@@ -118,3 +118,18 @@ def test_progressive_round_auto_probes_the_original_once(tmp_path, monkeypatch):
     # compress of the original) probes on its own
     assert len(calls) <= 2 and all(c == [64, 64] for c in calls)
     assert any("probed once, on the original" in n for n in document["notes"])
+
+
+def test_progressive_latency_refuses_uniform_scope_like_one_shot(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(), path)
+    name = onnx.load(path).graph.input[0].name
+    np.savez(tmp_path / "d.npz", **{name: np.zeros((400, 3, 16, 16), np.float32)})
+    _seed_cache(path, tmp_path / "cache")
+    result = CliRunner().invoke(main, [
+        "compress", str(path), "-t", "0.5", "--metric", "latency", "--steps", "2",
+        "--train-steps", "1", "--round-to", "8", "--scope", "uniform", "--data",
+        str(tmp_path / "d.npz"), "--latency-cache", str(tmp_path / "cache")])
+    assert result.exit_code == 2, result.output
+    assert "--metric latency plans globally" in result.output
+    assert not (tmp_path / "m.pruned.onnx").exists()
