@@ -67,7 +67,7 @@ def _source(name: str, tmp: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def _importance_kept(analysis, scores: np.ndarray, removed: np.ndarray) -> float:
+def importance_kept(analysis, scores: np.ndarray, removed: np.ndarray) -> float:
     kept = total = 0.0
     for group in analysis.prunable_groups:
         local = scores[group.units].astype(np.float64)
@@ -96,7 +96,7 @@ def _prune(path: pathlib.Path, metric: str, target: float, out: pathlib.Path,
         plan = make_plan(analysis, scores, options)
     after = cost.evaluate(plan.removed_units)
     row["macs_ratio"] = round(after.macs / cost.original.macs, 4)
-    row["importance_kept"] = round(_importance_kept(analysis, scores, plan.removed_units), 4)
+    row["importance_kept"] = round(importance_kept(analysis, scores, plan.removed_units), 4)
     apply_plan(analysis, plan.removed_units)
     ir.save(analysis.model, out)
     row["path"] = str(out)
@@ -118,7 +118,8 @@ def _time(paths: list[pathlib.Path], rows: list[dict], args: argparse.Namespace,
     return base
 
 
-def _accuracy(path: str) -> float:
+def digits_accuracy(path: str) -> float:
+    """Top-1 accuracy of a digits model on fixtures/data/digits_test.npz."""
     import onnxruntime as ort
 
     data = np.load(ROOT / "fixtures" / "data" / "digits_test.npz")
@@ -154,10 +155,10 @@ def _model(name: str, args: argparse.Namespace, tmp: pathlib.Path) -> list[dict]
         row["input_shapes"] = shapes
         row["original_p50_ms"] = base
         if name == "digits":
-            row["accuracy"] = _accuracy(row["path"])
+            row["accuracy"] = digits_accuracy(row["path"])
         del row["path"]
     if name == "digits":
-        rows.append({"model": name, "metric": "original", "accuracy": _accuracy(str(source))})
+        rows.append({"model": name, "metric": "original", "accuracy": digits_accuracy(str(source))})
     return rows
 
 

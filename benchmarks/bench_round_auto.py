@@ -51,6 +51,7 @@ import onnx
 import onnx_ir as ir
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench_latency import digits_accuracy, importance_kept
 from mobile_like import BUILDERS
 from mobile_like import build as build_mobile
 from resnet50_like import build as build_resnet
@@ -85,17 +86,6 @@ def _source(name: str, tmp: pathlib.Path) -> tuple[pathlib.Path, dict | None]:
     return path, None
 
 
-def _importance_kept(analysis, scores: np.ndarray, removed: np.ndarray) -> float:
-    kept = total = 0.0
-    for group in analysis.prunable_groups:
-        local = scores[group.units].astype(np.float64)
-        mean = float(local[~group.blocked].mean()) if (~group.blocked).any() else 0.0
-        norm = local / mean if mean > 0 else local
-        total += float(norm.sum())
-        kept += float(norm[~removed[group.units]].sum())
-    return kept / total if total else 1.0
-
-
 def _prune(path: pathlib.Path, metric: str, target: float, rounding: str, out: pathlib.Path,
            settings: LatencySettings, shapes: dict | None) -> dict:
     """One plan (step 1): the row, with ``path`` set when the plan was written."""
@@ -125,22 +115,12 @@ def _prune(path: pathlib.Path, metric: str, target: float, rounding: str, out: p
         return row
     cost = CostModel(analysis)
     row["macs_ratio"] = round(cost.evaluate(plan.removed_units).macs / cost.original.macs, 4)
-    row["importance_kept"] = round(_importance_kept(analysis, scores, plan.removed_units), 4)
+    row["importance_kept"] = round(importance_kept(analysis, scores, plan.removed_units), 4)
     row["kept"] = sorted(plan.kept.values())
     apply_plan(analysis, plan.removed_units)
     ir.save(analysis.model, out)
     row["path"] = str(out)
     return row
-
-
-def _accuracy(path: str) -> float:
-    import onnxruntime as ort
-
-    data = np.load(ROOT / "fixtures" / "data" / "digits_test.npz")
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    logits = session.run(None, {name: data["input"].astype(np.float32)})[0]
-    return round(float((logits.argmax(-1) == data["labels"]).mean()), 4)
 
 
 def _paired(samples: list[float], reference: list[float]) -> dict:
@@ -208,10 +188,10 @@ def _model(name: str, args: argparse.Namespace, tmp: pathlib.Path) -> list[dict]
     for row in rows:
         row["model"] = name
         if name in FIXTURES and "path" in row:
-            row["accuracy"] = _accuracy(row["path"])
+            row["accuracy"] = digits_accuracy(row["path"])
         row.pop("path", None)
     if name in FIXTURES:
-        rows.append({"model": name, "metric": "original", "accuracy": _accuracy(str(source))})
+        rows.append({"model": name, "metric": "original", "accuracy": digits_accuracy(str(source))})
     return rows
 
 
