@@ -28,20 +28,14 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from onnxprune.benchmark.bench import cpu_name  # noqa: E402
 from onnxprune.sweep import sweep  # noqa: E402
 
 SAME = ("name", "status", "params", "macs", "achieved", "task_metric")
 
 
 def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "usable_cores": len(os.sched_getaffinity(0)),
+    return {"cpu": cpu_name(), "usable_cores": len(os.sched_getaffinity(0)),
             "python": platform.python_version()}
 
 

@@ -22,7 +22,7 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_VERSION", "benchmark", "compare", "model_info"]
+__all__ = ["SCHEMA_VERSION", "benchmark", "compare", "cpu_name", "model_info"]
 
 import logging
 import os
@@ -88,7 +88,8 @@ def _run_shapes(models: Sequence[str | os.PathLike[str]], specs: dict[str, tuple
     return resolve_run_shapes(first, specs) if first is not None else None
 
 
-def _environment(ort: Any) -> dict:
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` says."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -96,6 +97,11 @@ def _environment(ort: Any) -> dict:
                        cpu)
     except OSError:
         pass
+    return cpu
+
+
+def _environment(ort: Any) -> dict:
+    cpu = cpu_name()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "onnxruntime": getattr(ort, "__version__", "?"),
