@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import builtins
 import os
 import pathlib
 
@@ -35,3 +36,17 @@ def tmp_model(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Ray is not installed (``import ray`` fails), whatever this environment has."""
+    real_import = builtins.__import__
+
+    def refuse(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", refuse)
+

@@ -3,7 +3,6 @@ exit 7), the task progress bar, and the executor flags of compress."""
 
 from __future__ import annotations
 
-import builtins
 import io
 import json
 
@@ -25,18 +24,6 @@ def run(*args: str):
 
 SENSITIVITY = ("sensitivity", DIGITS, "--data", DIGITS_TRAIN, "--max-samples", "64",
                "--batch-size", "16", "--ratios", "0.3,0.7", "--json")
-
-
-@pytest.fixture
-def no_ray(monkeypatch):
-    real_import = builtins.__import__
-
-    def refuse(name, *args, **kwargs):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("No module named 'ray'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", refuse)
 
 
 def test_workers_without_ray_is_exit_7_with_the_install_line(no_ray):

@@ -3,7 +3,6 @@ the missing-extra error (onnxprune.parallel.executor rules 1-5)."""
 
 from __future__ import annotations
 
-import builtins
 import os
 
 import numpy as np
@@ -49,15 +48,7 @@ def test_default_is_in_process():
         assert executor.map(_pid, [0, 1]) == [os.getpid()] * 2
 
 
-def test_missing_ray_is_exit_7(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_ray(name, *args, **kwargs):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("No module named 'ray'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
+def test_missing_ray_is_exit_7(no_ray):
     with pytest.raises(RuntimeMissingError, match=r"onnxprune\[distributed\]") as info, \
             open_executor(workers=2):
         pass

@@ -3,7 +3,6 @@ and on a local 2-worker Ray; failures kept per point; the folder never overwritt
 
 from __future__ import annotations
 
-import builtins
 import json
 import tempfile
 
@@ -136,15 +135,7 @@ def test_failed_point_is_a_row_and_the_others_are_written(tmp_path, monkeypatch)
     assert list(scratch.iterdir()) == []  # every point removed its inputs, failed or not
 
 
-def test_missing_ray_is_exit_7_with_the_install_line(tmp_path, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_ray(name, *args, **kwargs):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("No module named 'ray'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
+def test_missing_ray_is_exit_7_with_the_install_line(tmp_path, no_ray):
     done = run(MODEL, "--targets", "0.5", "--criteria", "l1", "--workers", "2",
                "-o", tmp_path / "out")
     assert done.exit_code == ExitCode.RUNTIME_MISSING == 7, done.output
